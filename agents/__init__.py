@@ -1,0 +1,1 @@
+"""The agent policy: inference engines, chat formatting and batched multi-turn rollouts."""

@@ -1,0 +1,98 @@
+"""The engine protocol: batched generation that returns the sampled tokens and their logprobs.
+
+Every engine (`hf`, `vllm`, `openai`) takes a batch of prompts, each either token ids
+(token-in/token-out, what the rollout driver sends) or a chat conversation, and returns for
+each prompt `n` completions carrying the exact token ids it sampled. Training builds its
+sequences from those ids; nothing is ever re-tokenized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+TokenPrompt = list[int]
+Conversation = list[dict[str, str]]
+Prompt = TokenPrompt | Conversation
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings shared by all engines (vLLM's names and meanings)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    """Stop strings. The matched stop string is kept at the end of the completion."""
+    seed: int | None = None
+    n: int = 1
+    logprobs: bool = True
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter version the engine should sample with.
+
+    `name` identifies the adapter inside an in-process model (`hf`); `path` is a saved peft
+    folder for engines that load adapters from disk (`vllm`); `version` increases with every
+    published update so engines that cache adapters by id (vLLM's `LoRARequest`) see a new one.
+    """
+
+    name: str = "policy"
+    path: str | None = None
+    version: int = 0
+
+
+@dataclass
+class Completion:
+    """One sampled continuation."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: FinishReason
+    stop_string: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.finish_reason != "error"
+
+    @classmethod
+    def failed(cls, error: str) -> Completion:
+        """A completion that records an engine error instead of raising for the whole batch."""
+        return cls(token_ids=[], logprobs=[], text="", finish_reason="error", error=error)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Generates completions for a batch of prompts.
+
+    Returns one list of `params.n` completions per prompt, in prompt order. An engine that
+    fails on one prompt returns `Completion.failed(...)` for it rather than raising, so one
+    bad request does not lose the batch.
+    """
+
+    name: str
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer whose ids the engine consumes and returns (a HF tokenizer)."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        adapter: Adapter | None = None,
+    ) -> list[list[Completion]]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,39 @@
+"""Retrieval types shared by the server, its backends and the client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved passage. On the wire (Search-R1's API) it is ``{"id", "contents"}``
+    with ``contents = '"Title"\\ntext'``."""
+
+    id: str
+    title: str
+    text: str
+    score: float | None = None
+
+    @property
+    def contents(self) -> str:
+        return f'"{self.title}"\n{self.text}'
+
+    def to_document(self) -> dict[str, str]:
+        return {"id": self.id, "contents": self.contents}
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any], score: float | None = None) -> Passage:
+        """Parse Search-R1's document dict; the title is the first line without its quotes."""
+        contents = str(document.get("contents", ""))
+        title, _, text = contents.partition("\n")
+        return cls(str(document.get("id", "")), title.strip().strip('"'), text, score)
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Anything that answers a batch of queries with the top-k passages of each."""
+
+    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[Passage]]: ...
