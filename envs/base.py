@@ -115,6 +115,10 @@ class TextEnv(gym.Env[list[Message], str]):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    stop_strings: ClassVar[tuple[str, ...]] = ()
+    """Strings that end an agent turn (e.g. ``</search>``); the rollout driver passes them to the engine."""
+    max_turns: int = 1
+    """Upper bound on agent turns in one episode; multi-turn envs raise it."""
 
     def __init__(self, tasks: Sequence[Task], *, split: str = "test", render_mode: str | None = None):
         if not tasks:

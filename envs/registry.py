@@ -60,10 +60,11 @@ def register(
     Re-registering the same id with the same entry point is a no-op, so modules can be
     re-imported safely.
     """
+    target = entry_point
     if isinstance(entry_point, type):
         entry_point = f"{entry_point.__module__}:{entry_point.__qualname__}"
     alias = (alias or id.split("/")[-1].rsplit("-v", 1)[0]).lower()
-    info = EnvInfo(id, alias, entry_point, dict(kwargs or {}), kind, description)
+    info = EnvInfo(id, alias, entry_point, dict(kwargs or {}), kind, description or _first_line(target))
     previous = _ENVS.get(id)
     if previous is not None:
         if previous.entry_point != info.entry_point or dict(previous.kwargs) != dict(info.kwargs):
@@ -71,10 +72,15 @@ def register(
         return previous
     if alias in _ALIASES and _ALIASES[alias] != id:
         raise ValueError(f"alias {alias!r} already names {_ALIASES[alias]!r}")
-    gym.register(id=id, entry_point=entry_point, kwargs=dict(info.kwargs), disable_env_checker=True)
+    gym.register(id=id, entry_point=target, kwargs=dict(info.kwargs), disable_env_checker=True)
     _ENVS[id] = info
     _ALIASES[alias] = id
     return info
+
+
+def _first_line(target: object) -> str:
+    doc = getattr(target, "__doc__", None) if isinstance(target, type) else None
+    return doc.strip().splitlines()[0] if doc else ""
 
 
 def load_all() -> None:

@@ -1,0 +1,190 @@
+"""The rollout driver: many episodes at once with one engine, token-in/token-out.
+
+Each turn, every active episode's token ids go to the engine in one `generate` call, and
+every env of a class is stepped together through `TextEnv.step_batch` (so a search env sends
+all of a turn's queries in one request). A trajectory is built by concatenation only: the
+prompt's ids, then per turn the ids the engine sampled and the ids of the env's reply as the
+chat template renders it. The transcript is never re-tokenized.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agents import chat
+from agents.engine import Adapter, Completion, Engine, SamplingParams
+from agents.trajectory import Trajectory, TurnRecord
+from envs.base import Task, TextEnv
+
+EnvFactory = Callable[[], TextEnv]
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode to run: a task, the system prompt to run it under, and which sample it is."""
+
+    task: Task
+    system_prompt: str | None = None
+    prompt_id: str | None = None
+    sample_index: int = 0
+
+
+@dataclass
+class RolloutConfig:
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=256))
+    placement: chat.Placement = "system"
+    max_turns: int | None = None
+    """Cap on agent turns; None uses the env's own `max_turns`."""
+    max_total_tokens: int = 4096
+    """An episode whose ids would exceed this is stopped and marked truncated."""
+
+
+class RolloutDriver:
+    """Runs batches of episodes of one environment with one engine."""
+
+    def __init__(self, engine: Engine, env_factory: EnvFactory, config: RolloutConfig | None = None):
+        self.engine = engine
+        self.env_factory = env_factory
+        self.config = config or RolloutConfig()
+        self._pool: list[TextEnv] = []
+        chat.check_prefix_stable(engine.tokenizer)
+
+    def envs(self, n: int) -> list[TextEnv]:
+        """Reusable env instances: building one per episode would repeat dataset loading."""
+        while len(self._pool) < n:
+            self._pool.append(self.env_factory())
+        return self._pool[:n]
+
+    def run(
+        self,
+        episodes: Sequence[Episode],
+        adapter: Adapter | None = None,
+        *,
+        seed: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[Trajectory]:
+        """Run every episode to its end and return the trajectories in episode order."""
+        tokenizer = self.engine.tokenizer
+        envs = self.envs(len(episodes))
+        trajectories: list[Trajectory] = []
+        env_id = ""
+        for env, episode in zip(envs, episodes):
+            observation, _ = env.reset(options={"task": episode.task})
+            env_id = env.spec.id if env.spec is not None else type(env).__name__
+            trajectory = Trajectory(
+                env_id, episode.task.id, episode.prompt_id, episode.sample_index, system_prompt=episode.system_prompt
+            )
+            trajectory.append_prompt(
+                chat.render_prompt_ids(
+                    tokenizer, observation, system_prompt=episode.system_prompt, placement=self.config.placement
+                )
+            )
+            trajectory.messages = observation
+            trajectories.append(trajectory)
+
+        max_turns = self.config.max_turns or max(env.max_turns for env in envs) if envs else 0
+        active = list(range(len(episodes)))
+        for turn in range(max_turns):
+            if not active:
+                break
+            params = self._params_for(envs[active[0]], seed, turn)
+            started = time.perf_counter()
+            outputs = self._generate([trajectories[i].token_ids for i in active], params, adapter)
+            elapsed = time.perf_counter() - started
+            stepping: list[tuple[int, Completion]] = []
+            for i, completions in zip(active, outputs):
+                trajectory, completion = trajectories[i], completions[0]
+                trajectory.timings["generate_s"] = trajectory.timings.get("generate_s", 0.0) + elapsed / len(active)
+                if not completion.ok:
+                    trajectory.error = completion.error or "engine error"
+                    trajectory.done = True
+                    continue
+                trajectory.append_sampled(completion.token_ids, completion.logprobs)
+                stepping.append((i, completion))
+            self._step(envs, trajectories, stepping, turn, max_turns)
+            active = [i for i in active if not trajectories[i].done]
+            if progress is not None:
+                progress(len(episodes) - len(active))
+        for i in active:  # out of turns without an ending
+            trajectories[i].done = trajectories[i].truncated = True
+        if progress is not None and active:
+            progress(len(episodes))
+        return trajectories
+
+    # -- internals -----------------------------------------------------------------------
+    def _params_for(self, env: TextEnv, seed: int | None, turn: int) -> SamplingParams:
+        base = self.config.sampling
+        stop = tuple(dict.fromkeys((*base.stop, *env.stop_strings)))
+        turn_seed = None if seed is None and base.seed is None else (seed or base.seed or 0) * 1000 + turn
+        return replace(base, stop=stop, n=1, seed=turn_seed)
+
+    def _generate(self, prompts: list[list[int]], params: SamplingParams, adapter: Adapter | None):
+        try:
+            outputs = self.engine.generate(prompts, params, adapter)
+        except Exception as exc:  # an engine-wide failure still ends each episode with a record
+            return [[Completion.failed(f"{type(exc).__name__}: {exc}")] for _ in prompts]
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"engine returned {len(outputs)} results for {len(prompts)} prompts")
+        return outputs
+
+    def _step(
+        self,
+        envs: list[TextEnv],
+        trajectories: list[Trajectory],
+        stepping: list[tuple[int, Completion]],
+        turn: int,
+        max_turns: int,
+    ) -> None:
+        by_class: dict[type[TextEnv], list[tuple[int, Completion]]] = defaultdict(list)
+        for item in stepping:
+            by_class[type(envs[item[0]])].append(item)
+        tokenizer = self.engine.tokenizer
+        for env_class, items in by_class.items():
+            started = time.perf_counter()
+            results = env_class.step_batch([envs[i] for i, _ in items], [c.text for _, c in items])
+            elapsed = time.perf_counter() - started
+            for (i, completion), (observation, reward, terminated, truncated, info) in zip(items, results):
+                trajectory = trajectories[i]
+                trajectory.timings["env_s"] = trajectory.timings.get("env_s", 0.0) + elapsed / len(items)
+                history = trajectory.messages
+                new_messages = observation[len(history) + 1 :]
+                env_ids: list[int] = []
+                ended = terminated or truncated or turn + 1 >= max_turns
+                if not ended:
+                    env_ids = chat.continuation_ids(tokenizer, history, completion, new_messages)
+                    if len(trajectory.token_ids) + len(env_ids) + 1 > self.config.max_total_tokens:
+                        env_ids, truncated, ended = [], True, True
+                trajectory.turns.append(
+                    TurnRecord(
+                        start=len(trajectory.token_ids) - len(completion.token_ids),
+                        n_sampled=len(completion.token_ids),
+                        n_env=len(env_ids),
+                        finish_reason=completion.finish_reason,
+                        reward=float(reward),
+                        info=_jsonable(info),
+                    )
+                )
+                trajectory.append_env(env_ids)
+                trajectory.messages = observation
+                trajectory.reward += float(reward)
+                trajectory.info = _jsonable(info)
+                trajectory.done = ended
+                trajectory.truncated = bool(truncated) or (ended and not terminated)
+
+
+def _jsonable(value: Any) -> Any:
+    """Env `info` may hold numpy scalars or tuples; keep run records plain JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
