@@ -1,0 +1,190 @@
+"""The LoRA policy-gradient trainer: one optimizer step per iteration from trajectories.
+
+The trainer updates the same in-process model the `hf` engine samples from, so the next
+rollout already uses the new weights; for engines that load adapters from disk (`vllm`),
+`publish()` writes the adapter and returns an `Adapter` with a new version.
+
+Memory stays bounded by the micro-batch: each micro-batch's loss is scaled by its share of
+the batch's normaliser (tokens or sequences, depending on the aggregation), so gradient
+accumulation over micro-batches gives exactly the full-batch gradient.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from agents.engine import Adapter
+from agents.trajectory import Trajectory
+from espl.rl import batching
+from espl.rl.advantages import compute_advantages
+from espl.rl.ema import ema_update_
+from espl.rl.kl import k3_kl, sampling_topk_ids, topk_reverse_kl_from_logits
+from espl.rl.lora import ANCHOR, POLICY, LoraSettings, adapter_tensors, attach_lora, publish_adapter
+from espl.rl.losses import LossInputs, make_loss
+
+
+@dataclass
+class KLSettings:
+    """The KL anchor: none, a frozen reference (K3), or EMA-PG's EMA anchor (top-k KL)."""
+
+    kind: str = "none"  # none | k3 | topk
+    coef: float = 0.001
+    topk: int = 32
+    form: str = "corrected"  # corrected | paper
+    ema_eta: float = 0.9
+    ema_period: int = 10
+
+
+@dataclass
+class TrainerConfig:
+    loss: str = "reinforce"
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    advantage_mode: str | None = None
+    """None: the loss's own default (`espl` for reinforce and cispo, `grpo` for grpo ...)."""
+    lr: float = 4e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    micro_batch_size: int = 8
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    kl: KLSettings = field(default_factory=KLSettings)
+    bf16: bool = False
+    """Autocast the forward to bfloat16 (master weights stay fp32)."""
+    temperature: float = 1.0
+    """Sampling temperature: logprobs are of the tempered distribution the tokens came from."""
+
+
+class LoRATrainer:
+    def __init__(self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0):
+        self.config = config or TrainerConfig()
+        kl = self.config.kl
+        if kl.kind not in ("none", "k3", "topk"):
+            raise ValueError(f"unknown KL kind {kl.kind!r}")
+        options = dict(self.config.loss_options)
+        if kl.kind != "none":
+            options.setdefault("kl_coef", kl.coef)
+        self.loss = make_loss(self.config.loss, **options)
+        self.advantage_mode = self.config.advantage_mode or self.loss.default_advantage_mode
+        self.model = attach_lora(model, self.config.lora, with_anchor=kl.kind == "topk")
+        self.device = next(self.model.parameters()).device
+        self.pad_id = pad_id
+        self.parameters = list(adapter_tensors(self.model, POLICY).values())
+        self.optimizer = torch.optim.Adam(
+            self.parameters, lr=self.config.lr, betas=self.config.betas, eps=self.config.eps,
+            weight_decay=self.config.weight_decay,
+        )
+        self.step_count = 0
+
+    # -- one update ----------------------------------------------------------------------
+    def step(self, trajectories: Sequence[Trajectory], group_keys: Sequence[Hashable]) -> dict[str, float]:
+        """Advantages per group, the loss over all kept sequences, one optimizer step."""
+        started = time.perf_counter()
+        rewards = [t.reward for t in trajectories]
+        adv = compute_advantages(rewards, group_keys, self.advantage_mode)
+        kept = [i for i in range(len(trajectories)) if adv.keep[i] and trajectories[i].n_sampled > 0]
+        stats: dict[str, float] = {"reward_mean": sum(rewards) / max(len(rewards), 1), "sequences": float(len(kept))}
+        self.step_count += 1
+        if not kept:
+            stats.update(skipped=1.0, step=float(self.step_count), update_s=time.perf_counter() - started)
+            return stats
+        chosen = [trajectories[i] for i in kept]
+        advantages = [float(adv.advantages[i]) for i in kept]
+        totals = _normalisers(chosen)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for batch in batching.micro_batches(chosen, advantages, self.config.micro_batch_size, pad_id=self.pad_id, device=self.device):
+            output = self._micro_loss(batch)
+            weight = _micro_weight(self.loss.aggregation, batch.mask, totals)
+            (output.loss * weight).backward()
+            for key, value in output.stats.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
+        self.optimizer.step()
+        self.model.eval()
+        if self.config.kl.kind == "topk" and self.step_count % self.config.kl.ema_period == 0:
+            ema_update_(adapter_tensors(self.model, ANCHOR), adapter_tensors(self.model, POLICY), self.config.kl.ema_eta)
+        stats.update(sums)
+        stats.update(
+            grad_norm=float(grad_norm), step=float(self.step_count), tokens=float(totals["tokens"]),
+            update_s=time.perf_counter() - started,
+        )
+        return stats
+
+    def _micro_loss(self, batch: batching.MicroBatch):
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        temperature = self.config.temperature
+        targets = batch.targets[batch.mask]
+        with autocast:
+            hidden = batching.masked_hidden(self.model, batch)
+        kl = None
+        if self.config.kl.kind == "topk":
+            head = batching.output_layer(self.model)
+            logits = head(hidden).float() / temperature
+            logprobs_rows = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+            with torch.no_grad(), _adapter(self.model, ANCHOR), autocast:
+                anchor_logits = head(batching.masked_hidden(self.model, batch)).float() / temperature
+            old_rows = batch.old_logprobs[batch.mask]
+            kl_rows = topk_reverse_kl_from_logits(
+                logits[None], anchor_logits[None], targets[None], old_rows[None],
+                sampling_topk_ids(logits[None], self.config.kl.topk), form=self.config.kl.form,
+            )[0]
+            kl = batching.scatter_rows(kl_rows, batch.mask)
+        else:
+            logprobs_rows = batching.token_logprobs(self.model, hidden, targets, temperature=temperature)
+            if self.config.kl.kind == "k3":
+                with torch.no_grad(), self.model.disable_adapter(), autocast:
+                    ref_hidden = batching.masked_hidden(self.model, batch)
+                    ref_rows = batching.token_logprobs(self.model, ref_hidden, targets, temperature=temperature)
+                kl = batching.scatter_rows(k3_kl(logprobs_rows, ref_rows), batch.mask)
+        logprobs = batching.scatter_rows(logprobs_rows, batch.mask)
+        return self.loss(LossInputs(logprobs, batch.old_logprobs, batch.advantages, batch.mask, kl))
+
+    # -- hand-off to engines -------------------------------------------------------------
+    def publish(self, directory: str) -> Adapter:
+        """Write the policy adapter for engines that load adapters from disk."""
+        return publish_adapter(self.model, directory, self.step_count)
+
+    def adapter(self) -> Adapter:
+        """The in-process adapter reference for the `hf` engine."""
+        return Adapter(name=POLICY, version=self.step_count)
+
+
+class _adapter:
+    """Context manager: run the peft model with another adapter active, then switch back."""
+
+    def __init__(self, model: Any, name: str):
+        self.model, self.name = model, name
+
+    def __enter__(self) -> None:
+        self.previous = self.model.active_adapter
+        self.model.set_adapter(self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.set_adapter(self.previous)
+        # set_adapter marks only the active adapter trainable; keep the anchor frozen.
+        for tensor in adapter_tensors(self.model, ANCHOR).values():
+            tensor.requires_grad_(False)
+
+
+def _normalisers(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    """Batch totals that token/sequence means divide by (targets are ids[1:])."""
+    tokens = sum(sum(t.loss_mask[1:]) for t in trajectories)
+    sequences = sum(1 for t in trajectories if sum(t.loss_mask[1:]) > 0)
+    return {"tokens": tokens, "sequences": sequences}
+
+
+def _micro_weight(aggregation: str, mask: Tensor, totals: dict[str, int]) -> float:
+    """This micro-batch's share of the batch normaliser, so accumulated grads equal full-batch."""
+    if aggregation == "token_sum":
+        return 1.0
+    if aggregation == "token_mean":
+        return float(mask.sum()) / max(totals["tokens"], 1)
+    return float((mask.sum(dim=1) > 0).sum()) / max(totals["sequences"], 1)

@@ -1,0 +1,140 @@
+"""The LoRA trainer on the tiny random model: exact micro-batching, KL anchors, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+from agents import models
+from agents.trajectory import Trajectory
+from espl.rl.checkpoint import load_checkpoint, save_checkpoint
+from espl.rl.lora import ANCHOR, POLICY, LoraSettings, adapter_tensors
+from espl.rl.trainer import KLSettings, LoRATrainer, TrainerConfig
+
+SMALL_LORA = LoraSettings(rank=4, alpha=8)
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return models.load_model("tiny-random")
+
+
+def _model(base_model):
+    return copy.deepcopy(base_model)
+
+
+def _trajectories(n: int, seed: int = 0) -> tuple[list[Trajectory], list[tuple[str, str]]]:
+    """Synthetic episodes: a prompt, sampled tokens with logprobs, an env reply, more sampled tokens."""
+    rng = random.Random(seed)
+    out, keys = [], []
+    for i in range(n):
+        t = Trajectory("synthetic", f"task{i // 4}", "p0", i % 4)
+        t.append_prompt([rng.randrange(100, 5000) for _ in range(rng.randrange(5, 12))])
+        first = [rng.randrange(100, 5000) for _ in range(rng.randrange(2, 9))]
+        t.append_sampled(first, [-rng.random() * 3 for _ in first])
+        t.append_env([rng.randrange(100, 5000) for _ in range(3)])
+        second = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 6))]
+        t.append_sampled(second, [-rng.random() * 3 for _ in second])
+        t.reward = float(rng.random() < 0.5)
+        out.append(t)
+        keys.append(("p0", t.task_id))
+    return out, keys
+
+
+def _grads(trainer: LoRATrainer) -> dict[str, torch.Tensor]:
+    return {k: v.grad.clone() for k, v in adapter_tensors(trainer.model, POLICY).items() if v.grad is not None}
+
+
+@pytest.mark.parametrize("loss", ["reinforce", "grpo", "cispo", "dr_grpo"])
+def test_micro_batching_gives_the_full_batch_gradient(base_model, loss: str) -> None:
+    trajectories, keys = _trajectories(12)
+    grads = []
+    for micro in (12, 5, 1):
+        torch.manual_seed(0)
+        config = TrainerConfig(loss=loss, micro_batch_size=micro, lora=SMALL_LORA, lr=0.0, grad_clip=1e9)
+        trainer = LoRATrainer(_model(base_model), config)
+        with torch.no_grad():  # non-zero B so the gradients of A are non-zero too
+            for name, tensor in adapter_tensors(trainer.model, POLICY).items():
+                if "lora_B" in name:
+                    tensor.normal_(std=0.02)
+        trainer.step(trajectories, keys)
+        grads.append(_grads(trainer))
+    for other in grads[1:]:
+        assert grads[0].keys() == other.keys()
+        for name in grads[0]:
+            torch.testing.assert_close(grads[0][name], other[name], rtol=1e-4, atol=1e-7)
+
+
+def test_all_zero_groups_skip_the_update(base_model) -> None:
+    trajectories, keys = _trajectories(8)
+    for t in trajectories:
+        t.reward = 1.0
+    trainer = LoRATrainer(_model(base_model), TrainerConfig(lora=SMALL_LORA))
+    before = {k: v.clone() for k, v in adapter_tensors(trainer.model, POLICY).items()}
+    stats = trainer.step(trajectories, keys)
+    assert stats["skipped"] == 1.0 and stats["sequences"] == 0
+    for name, tensor in adapter_tensors(trainer.model, POLICY).items():
+        assert torch.equal(tensor, before[name])
+
+
+def test_a_step_changes_only_the_policy_adapter(base_model) -> None:
+    trajectories, keys = _trajectories(8)
+    config = TrainerConfig(loss="ema_pg", lora=SMALL_LORA, lr=1e-2, kl=KLSettings(kind="topk", topk=8, ema_period=2))
+    trainer = LoRATrainer(_model(base_model), config)
+    anchor_before = {k: v.clone() for k, v in adapter_tensors(trainer.model, ANCHOR).items()}
+    policy_before = {k: v.clone() for k, v in adapter_tensors(trainer.model, POLICY).items()}
+    stats = trainer.step(trajectories, keys)
+    assert stats["kl_mean"] >= -1e-6
+    assert any(not torch.equal(v, policy_before[k]) for k, v in adapter_tensors(trainer.model, POLICY).items())
+    assert all(torch.equal(v, anchor_before[k]) for k, v in adapter_tensors(trainer.model, ANCHOR).items())
+    trainer.step(trajectories, keys)  # step 2: the EMA anchor moves toward the policy
+    moved = [not torch.equal(v, anchor_before[k]) for k, v in adapter_tensors(trainer.model, ANCHOR).items()]
+    assert any(moved)
+
+
+def test_k3_against_the_frozen_base_is_zero_before_training(base_model) -> None:
+    trajectories, keys = _trajectories(8)
+    config = TrainerConfig(loss="grpo", lora=SMALL_LORA, kl=KLSettings(kind="k3", coef=0.1))
+    stats = LoRATrainer(_model(base_model), config).step(trajectories, keys)
+    assert abs(stats["kl_mean"]) < 1e-6  # LoRA B starts at zero: policy == base
+
+
+def test_resume_reproduces_the_next_step_loss(base_model, tmp_path) -> None:
+    config = TrainerConfig(loss="grpo", lora=SMALL_LORA, lr=5e-3, kl=KLSettings(kind="topk", topk=8, ema_period=1))
+    batches = [_trajectories(8, seed=s) for s in range(3)]
+
+    torch.manual_seed(0)
+    straight = LoRATrainer(_model(base_model), config)
+    straight.step(*batches[0])
+    straight.step(*batches[1])
+    expected = straight.step(*batches[2])
+
+    torch.manual_seed(0)
+    first = LoRATrainer(_model(base_model), config)
+    first.step(*batches[0])
+    first.step(*batches[1])
+    save_checkpoint(first, tmp_path / "ckpt")
+    del first
+    torch.manual_seed(123)  # a fresh process would start from other RNG states
+    resumed = LoRATrainer(_model(base_model), config)
+    load_checkpoint(resumed, tmp_path / "ckpt")
+    assert resumed.step_count == 2
+    got = resumed.step(*batches[2])
+    for key in ("loss", "pg_loss", "kl_mean", "grad_norm"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-8), key
+
+
+def test_publish_writes_a_loadable_peft_folder(base_model, tmp_path) -> None:
+    from peft import PeftModel
+
+    trainer = LoRATrainer(_model(base_model), TrainerConfig(lora=SMALL_LORA))
+    trainer.step(*_trajectories(8))
+    adapter = trainer.publish(str(tmp_path / "adapters"))
+    assert adapter.version == 1 and (tmp_path / "adapters" / "v000001" / "adapter_config.json").exists()
+    loaded = PeftModel.from_pretrained(_model(base_model), adapter.path)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, trainer.model(ids).logits, rtol=1e-4, atol=1e-5)
