@@ -11,8 +11,9 @@ import torch
 from agents import models
 from agents.trajectory import Trajectory
 from espl.rl.checkpoint import load_checkpoint, save_checkpoint
-from espl.rl.lora import ANCHOR, POLICY, LoraSettings, adapter_tensors
-from espl.rl.trainer import KLSettings, LoRATrainer, TrainerConfig
+from espl.rl.lora import ANCHOR, POLICY, adapter_tensors
+from espl.rl.settings import KLSettings, LoraSettings, TrainerConfig
+from espl.rl.trainer import LoRATrainer
 
 SMALL_LORA = LoraSettings(rank=4, alpha=8)
 
@@ -62,10 +63,12 @@ def test_micro_batching_gives_the_full_batch_gradient(base_model, loss: str) -> 
                     tensor.normal_(std=0.02)
         trainer.step(trajectories, keys)
         grads.append(_grads(trainer))
+    scale = max(g.abs().max() for g in grads[0].values())
+    assert scale > 0
     for other in grads[1:]:
         assert grads[0].keys() == other.keys()
         for name in grads[0]:
-            torch.testing.assert_close(grads[0][name], other[name], rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(grads[0][name], other[name], rtol=1e-4, atol=1e-5 * float(scale))
 
 
 def test_all_zero_groups_skip_the_update(base_model) -> None:

@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +18,10 @@ import torch
 from torch import Tensor
 
 from agents.engine import Adapter
+from espl.rl.settings import LoraSettings
 
 POLICY = "policy"
 ANCHOR = "anchor"
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 32
-    alpha: int = 64
-    dropout: float = 0.0
-    target_modules: Sequence[str] = DEFAULT_TARGETS
 
 
 def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False) -> Any:

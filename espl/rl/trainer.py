@@ -11,9 +11,9 @@ accumulation over micro-batches gives exactly the full-batch gradient.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,40 +25,9 @@ from espl.rl import batching
 from espl.rl.advantages import compute_advantages
 from espl.rl.ema import ema_update_
 from espl.rl.kl import k3_kl, sampling_topk_ids, topk_reverse_kl_from_logits
-from espl.rl.lora import ANCHOR, POLICY, LoraSettings, adapter_tensors, attach_lora, publish_adapter
+from espl.rl.lora import ANCHOR, POLICY, adapter_tensors, attach_lora, publish_adapter
 from espl.rl.losses import LossInputs, make_loss
-
-
-@dataclass
-class KLSettings:
-    """The KL anchor: none, a frozen reference (K3), or EMA-PG's EMA anchor (top-k KL)."""
-
-    kind: str = "none"  # none | k3 | topk
-    coef: float = 0.001
-    topk: int = 32
-    form: str = "corrected"  # corrected | paper
-    ema_eta: float = 0.9
-    ema_period: int = 10
-
-
-@dataclass
-class TrainerConfig:
-    loss: str = "reinforce"
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    advantage_mode: str | None = None
-    """None: the loss's own default (`espl` for reinforce and cispo, `grpo` for grpo ...)."""
-    lr: float = 4e-5
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    micro_batch_size: int = 8
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    kl: KLSettings = field(default_factory=KLSettings)
-    bf16: bool = False
-    """Autocast the forward to bfloat16 (master weights stay fp32)."""
-    temperature: float = 1.0
-    """Sampling temperature: logprobs are of the tempered distribution the tokens came from."""
+from espl.rl.settings import KLSettings, TrainerConfig
 
 
 class LoRATrainer:
@@ -97,6 +66,9 @@ class LoRATrainer:
         chosen = [trajectories[i] for i in kept]
         advantages = [float(adv.advantages[i]) for i in kept]
         totals = _normalisers(chosen)
+        if self.loss.aggregation == "seq_mean_token_sum_norm":
+            norm = self.config.norm_tokens or max(len(t.token_ids) - 1 for t in chosen)
+            self.loss = dataclasses.replace(self.loss, max_tokens=norm)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}

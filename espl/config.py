@@ -1,0 +1,216 @@
+"""Typed run configuration: dataclasses loaded from TOML presets plus dotted overrides.
+
+    espl-bench run --env hotpotqa --method espl --preset smoke --set rl.lr=1e-5 --set evolution.selection=lucb
+
+A preset is a TOML file in `espl/presets/` (or any path); overrides are `section.key=value`
+with the value parsed as a TOML literal (`1e-5`, `true`, `[1, 2]`, `"text"`), falling back to a
+bare string. Unknown keys and wrong types are errors, reported with the full dotted name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from espl.rl.settings import KLSettings, LoraSettings, TrainerConfig
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass
+class EnvConfig:
+    name: str = "hotpotqa"
+    train_split: str = "train"
+    test_split: str = "test"
+    retriever_url: str | None = None
+    """Search envs: an existing retrieval server; None starts a local one."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PolicyConfig:
+    model: str = "smollm2-135m"
+    engine: str = "hf"  # hf | vllm | openai
+    dtype: str = "float32"
+    base_urls: list[str] = field(default_factory=list)
+    placement: str = "system"  # system | user
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    """New tokens per agent turn."""
+    max_total_tokens: int = 4096
+
+
+@dataclass
+class ReflectorConfig:
+    engine: str = "policy"
+    """`policy`: the policy's own engine with the adapter disabled (the frozen base model);
+    or `hf` / `vllm` / `openai` for a separate engine."""
+    model: str = ""
+    base_urls: list[str] = field(default_factory=list)
+    temperature: float = 0.7
+    max_tokens: int = 256
+
+
+@dataclass
+class EvolutionConfig:
+    prompts_per_iteration: int = 3
+    """M: prompts run on the same problems each iteration."""
+    window: int = 10
+    """K: selection looks at the newest K prompts."""
+    capacity: int = 200
+    selection: str = "uniform"
+    eval_prompt: str = "best"  # best (mu - 2 sigma) | newest (the paper's code)
+    crossover_probability: float = 0.2
+    reflect_on_failures: bool = False
+    initial_principles: list[str] = field(default_factory=list)
+    reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
+
+
+@dataclass
+class RunConfig:
+    method: str = "espl"
+    seed: int = 0
+    iterations: int = 20
+    problems_per_iteration: int = 10
+    """B: problems drawn from the train split each iteration."""
+    samples_per_problem: int = 5
+    """N: samples per (prompt, problem)."""
+    eval_every: int = 5
+    eval_samples: int = 10
+    eval_limit: int | None = 64
+    """First N test tasks (None: the whole test split)."""
+    eval_temperature: float = 1.0
+    max_rollouts: int | None = None
+    """Budget cap on training rollouts; None: `iterations` decides."""
+    checkpoint_every: int = 1
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rl: TrainerConfig = field(default_factory=TrainerConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(
+    preset: str | Path | None = None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """Defaults, then a preset file, then `base` values, then dotted overrides."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        data = _merge(data, _read_preset(preset))
+    if base:
+        data = _merge(data, dict(base))
+    for item in overrides:
+        key, value = _parse_override(item)
+        data = _merge(data, _nest(key, value))
+    return build(RunConfig, data)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _read_preset(preset: str | Path) -> dict[str, Any]:
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESET_DIR / f"{preset}.toml"
+    if not path.exists():
+        raise ConfigError(f"no preset {str(preset)!r}; built-in presets: {', '.join(preset_names())}")
+    with path.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from plain data, checking names and types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        names = ", ".join(prefix + k for k in sorted(unknown))
+        raise ConfigError(f"unknown config key(s) {names}; {prefix or 'top level'} accepts {sorted(known)}")
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a table, got {value!r}")
+        return build(hint, value, name + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, name)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if hint is Any:
+        return value
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        items = [_coerce(args[0], v, f"{name}[{i}]") if args and args[0] is not Ellipsis else v for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a table, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{name} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+__all__ = [
+    "ConfigError", "EnvConfig", "EvolutionConfig", "KLSettings", "LoraSettings", "PolicyConfig",
+    "ReflectorConfig", "RunConfig", "TrainerConfig", "build", "load_config", "preset_names",
+]
