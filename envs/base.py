@@ -114,7 +114,7 @@ class TextEnv(gym.Env[list[Message], str]):
     (a retrieval server) can send one request per turn for the whole batch.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
     stop_strings: ClassVar[tuple[str, ...]] = ()
     """Strings that end an agent turn (e.g. ``</search>``); the rollout driver passes them to the engine."""
     max_turns: int = 1
