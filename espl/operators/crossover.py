@@ -1,0 +1,155 @@
+"""Crossover: the best prompt of the iteration borrows from prompts that beat it on some problems.
+
+All M prompts of an iteration ran the same problems. For each problem the prompt with the
+strictly highest mean reward wins it (a tie at the top has no winner). One reflector call
+shows set A, the iteration's best prompt by score, and every other prompt that won at least
+one problem together with the problems it won (question and reference answer); it returns
+`add` / `modify` / `remove` edits to A, each citing its evidence. The child's parents are A
+followed by those winners.
+
+The caller decides when to cross over (E-SPL: with probability 0.2 per iteration, besides the
+mutation). An iteration where no other prompt won a problem has nothing to borrow: no child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agents.trajectory import Trajectory
+from espl.operators import templates
+from espl.operators.apply import apply_edits
+from espl.operators.edits import ADD, MODIFY, REMOVE, EditRules, parse_edits, records
+from espl.operators.reflector import ReflectorLike, ask_safely
+from espl.operators.result import IdSource, OperatorResult, build_child
+from espl.operators.rollouts import group_by_problem, gold_of, mean_rewards, strict_winners
+from espl.operators.text import clean_for_prompt
+from espl.prompts import CROSSOVER_OPERATOR, MAX_PRINCIPLE_WORDS, PromptLimits, SystemPrompt
+from espl.rating import RatingSystem
+
+
+@dataclass(frozen=True)
+class CrossoverConfig:
+    max_tasks_per_set: int = 4
+    """Problems shown per winning set (its first wins, in batch order)."""
+    question_chars: int = 600
+    max_principle_words: int = MAX_PRINCIPLE_WORDS
+    overlong: Literal["truncate", "reject"] = "truncate"
+    require_evidence: bool = True
+    reply_tokens: int = 768
+    limits: PromptLimits = field(default_factory=PromptLimits)
+
+
+def best_prompt(prompts: Sequence[SystemPrompt], scores: Mapping[str, float]) -> SystemPrompt | None:
+    """The highest-scoring prompt; the earliest in `prompts` on a tie; None if none is scored."""
+    scored = [p for p in prompts if p.id in scores]
+    if not scored:
+        return None
+    return max(scored, key=lambda p: (scores[p.id], -scored.index(p)))
+
+
+def crossover(
+    prompts: Sequence[SystemPrompt],
+    rollouts: Sequence[Trajectory],
+    reflector: ReflectorLike,
+    *,
+    step: int,
+    new_id: IdSource,
+    scores: Mapping[str, float] | None = None,
+    config: CrossoverConfig | None = None,
+    ratings: RatingSystem | None = None,
+) -> OperatorResult:
+    """A crossover child of the best prompt (see the module doc). `scores` default: mean reward."""
+    config = config or CrossoverConfig()
+    before = reflector.usage.copy()
+    notes: list[str] = []
+    trace: dict[str, Any] = {}
+
+    def finish(child: SystemPrompt | None, reason: str | None) -> OperatorResult:
+        return OperatorResult(child, reason, reflector.usage - before, notes, trace)
+
+    unique = list({p.id: p for p in prompts}.values())
+    ids = [p.id for p in unique]
+    scores = dict(scores) if scores is not None else mean_rewards(rollouts)
+    best = best_prompt(unique, scores)
+    if best is None:
+        return finish(None, "no prompt has a score")
+    winners = strict_winners(rollouts, ids)
+    won: dict[str, list[str]] = {}
+    for task_id, prompt_id in winners.items():
+        won.setdefault(prompt_id, []).append(task_id)
+    others = [p for p in unique if p.id != best.id and p.id in won]
+    trace.update(best=best.id, winners=winners, others=[p.id for p in others])
+    if not others:
+        return finish(None, "no other prompt strictly won a problem")
+
+    text = _crossover_text(best, others, won, rollouts, config)
+    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.reply_tokens)
+    if not reply.ok:
+        return finish(None, f"the crossover call failed: {reply.error}")
+    rules = EditRules(
+        allowed_ops=frozenset({ADD, MODIFY, REMOVE}),
+        n_principles=len(best.principles),
+        max_words=config.max_principle_words,
+        overlong=config.overlong,
+        require_evidence=config.require_evidence,
+    )
+    parsed = parse_edits(reply.text, rules)
+    notes.extend(f"crossover: {reason}" for reason in parsed.rejected)
+    trace["edits"] = records(parsed.edits)
+    if parsed.error:
+        return finish(None, f"the crossover reply is unreadable: {parsed.error}")
+    if not parsed.edits:
+        return finish(None, "the crossover reply has no valid edit")
+
+    outcome = apply_edits(best.principles, parsed.edits)
+    notes.extend(outcome.rejected)
+    trace["applied"] = records(outcome.applied)
+    if not outcome.applied:
+        return finish(None, "no crossover edit could be applied")
+    metadata = {"edits": trace["applied"], "won": {p.id: won[p.id] for p in others}}
+    child, reason = build_child(
+        outcome.principles,
+        parents=[best, *others],
+        operator=CROSSOVER_OPERATOR,
+        step=step,
+        new_id=new_id,
+        limits=config.limits,
+        ratings=ratings,
+        metadata=metadata,
+    )
+    return finish(child, reason)
+
+
+def _crossover_text(
+    best: SystemPrompt,
+    others: Sequence[SystemPrompt],
+    won: Mapping[str, list[str]],
+    rollouts: Sequence[Trajectory],
+    config: CrossoverConfig,
+) -> str:
+    problems = {g.task_id: g for g in group_by_problem(rollouts)}
+    blocks = []
+    for position, other in enumerate(others):
+        tasks = []
+        for task_id in won[other.id][: config.max_tasks_per_set]:
+            group = problems.get(task_id)
+            if group is None:
+                continue
+            gold = next((g for g in (gold_of(t) for t in group.rollouts) if g), None)
+            question = clean_for_prompt(group.question, config.question_chars)
+            answer = clean_for_prompt(gold, 300) if gold else templates.UNKNOWN_GOLD
+            tasks.append(f"{question}\n(reference answer: {answer})")
+        blocks.append(
+            templates.OTHER_SET.substitute(
+                label=templates.set_label(position),
+                principles=templates.numbered(other.principles),
+                tasks=templates.bullets(tasks),
+            )
+        )
+    return templates.CROSSOVER.substitute(
+        best=templates.numbered(best.principles),
+        others="\n\n".join(blocks),
+        max_words=config.max_principle_words,
+    )
