@@ -1,0 +1,146 @@
+"""Retrieval speed: the HTTP server vs the same backend in process vs pyserini, and a load test.
+
+Workload: the 1,702 bundled HotpotQA dev questions, k=10 (and k=3, the search env's), over the bundled corpus (24,924
+passages). The server runs as its own process (`espl-bench retriever serve`), and the client
+sends the whole batch in one ``POST /retrieve`` and parses every passage, so the server row
+pays for HTTP, JSON both ways, and passage objects. Rows record queries/s and, measured in
+the same run, ``overhead_vs_inprocess`` (server time / in-process time - 1) and
+``speedup_vs_pyserini`` (server q/s / pyserini ``batch_search`` q/s with 2 threads, timed after
+15 warm-up passes so that the JVM's JIT has settled).
+
+The load test sends 1,024 single-question requests (k=3, an env's search turn) from 32
+concurrent clients, and records errors and p50/p99 latency.
+
+    .venv/bin/python -m pytest benchmarks/test_retrieval_throughput.py --benchmark-only -q -s
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from envs.datasets import load_rows
+from envs.retrieval.backends.bm25s_backend import BM25sBackend
+from envs.retrieval.client import RetrievalClient
+from envs.retrieval.local import ServerProcess
+from envs.retrieval.searcher import LocalRetriever, open_builtin_index
+
+K = 10
+ROUNDS = 7
+LOAD_CLIENTS = 32
+PYSERINI_WARMUP = 15
+LOAD_REQUESTS = 1024
+
+
+def median_seconds(fn, rounds: int = ROUNDS, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+@pytest.fixture(scope="module")
+def questions() -> list[str]:
+    return [row["question"] for row in load_rows("hotpotqa_dev_distractor")]
+
+
+@pytest.fixture(scope="module")
+def inprocess() -> LocalRetriever:
+    retriever = LocalRetriever.builtin("bm25s")
+    retriever.warm_up()
+    return retriever
+
+
+@pytest.fixture(scope="module")
+def server(inprocess: LocalRetriever):
+    process = ServerProcess.start(inprocess.index.directory)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess):
+    with RetrievalClient(server.url, timeout=120) as http_client:
+        http_client.retrieve(["warm up the connection"], 1)
+        yield http_client
+
+
+def record(benchmark, questions: list[str], **extra: float) -> None:
+    qps = len(questions) / benchmark.stats.stats.median
+    benchmark.extra_info.update({"queries": len(questions), "k": K, "queries_per_s": round(qps, 1)})
+    benchmark.extra_info.update(extra)
+    print(f"\n{benchmark.name}: {qps:,.0f} q/s " + " ".join(f"{k}={v}" for k, v in extra.items()))
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_bm25s_in_process(benchmark, questions: list[str], inprocess: LocalRetriever, engine: str) -> None:
+    if engine == "numba":
+        pytest.importorskip("numba")
+    backend = BM25sBackend.load(inprocess.index.directory, inprocess.corpus, engine=engine)
+    retriever = LocalRetriever(dataclasses.replace(inprocess.index, backend=backend))
+    retriever.warm_up()
+    benchmark.pedantic(retriever.retrieve, args=(questions, K), rounds=3 if engine == "numpy" else ROUNDS,
+                       warmup_rounds=1)
+    record(benchmark, questions, engine=engine)
+
+
+@pytest.mark.parametrize("k", [K, 3])
+def test_server_vs_in_process(benchmark, questions: list[str], inprocess: LocalRetriever, client, k: int) -> None:
+    in_process_s = median_seconds(lambda: inprocess.retrieve(questions, k))
+    over_http = benchmark.pedantic(client.retrieve, args=(questions, k), rounds=ROUNDS, warmup_rounds=1)
+    assert over_http == inprocess.retrieve(questions, k), "the server returns exactly the in-process passages"
+    overhead = benchmark.stats.stats.median / in_process_s - 1
+    record(benchmark, questions, k=k, in_process_queries_per_s=round(len(questions) / in_process_s, 1),
+           overhead_vs_inprocess=round(overhead, 3))
+
+
+@pytest.mark.pyserini
+def test_server_vs_pyserini_batch_search(benchmark, questions: list[str], client) -> None:
+    pytest.importorskip("pyserini")
+    lucene = open_builtin_index("pyserini").backend
+    searcher, qids = lucene.searcher, [str(i) for i in range(len(questions))]
+    # The JVM needs many passes before its JIT reaches full speed; give it them.
+    pyserini_s = median_seconds(lambda: searcher.batch_search(questions, qids, k=K, threads=2), warmup=PYSERINI_WARMUP)
+    benchmark.pedantic(client.retrieve, args=(questions, K), rounds=ROUNDS, warmup_rounds=1)
+    record(benchmark, questions, pyserini_queries_per_s=round(len(questions) / pyserini_s, 1),
+           speedup_vs_pyserini=round(pyserini_s / benchmark.stats.stats.median, 2))
+
+
+def test_load_32_concurrent_clients(benchmark, questions: list[str], server: ServerProcess) -> None:
+    def one_client(worker: int) -> tuple[list[float], int]:
+        latencies, errors = [], 0
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for i in range(worker, LOAD_REQUESTS, LOAD_CLIENTS):
+                started = time.perf_counter()
+                try:
+                    reply = http.post("/retrieve", json={"queries": [questions[i]], "topk": 3, "return_scores": True})
+                    ok = reply.status_code == 200 and len(reply.json()["result"][0]) == 3
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                errors += not ok
+        return latencies, errors
+
+    def run() -> tuple[list[float], int]:
+        with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+            results = list(pool.map(one_client, range(LOAD_CLIENTS)))
+        return [lat for lats, _ in results for lat in lats], sum(errors for _, errors in results)
+
+    latencies, errors = benchmark.pedantic(run, rounds=1, iterations=1)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    rps = len(latencies) / benchmark.stats.stats.median
+    benchmark.extra_info.update({"requests": len(latencies), "clients": LOAD_CLIENTS, "errors": errors,
+                                 "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "requests_per_s": round(rps, 1)})
+    print(f"\nload: {len(latencies)} requests, {errors} errors, p50 {p50:.1f} ms, p99 {p99:.1f} ms, {rps:.0f} req/s")
+    assert errors == 0 and len(latencies) == LOAD_REQUESTS

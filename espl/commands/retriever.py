@@ -1,0 +1,97 @@
+"""`espl-bench retriever`: build a retrieval index from a JSONL corpus, or serve one over HTTP.
+
+    espl-bench retriever index --corpus builtin --backend bm25s --out indexes/builtin-bm25s
+    espl-bench retriever serve --index indexes/builtin-bm25s --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+BACKENDS = ("bm25s", "pyserini", "dense")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{index,serve}")
+    index = sub.add_parser("index", help="build an index directory from a corpus")
+    index.add_argument(
+        "--corpus",
+        default="builtin",
+        help='JSONL(.gz) with {"id","contents"} or {"id","title","text"} rows, or "builtin" (default)',
+    )
+    index.add_argument("--backend", choices=BACKENDS, default="bm25s", help="search backend (default: bm25s)")
+    index.add_argument("--out", required=True, help="index directory to create")
+    index.add_argument("--force", action="store_true", help="replace --out if it already holds files")
+
+    serve = sub.add_parser("serve", help="serve an index with Search-R1's POST /retrieve API")
+    serve.add_argument("--index", required=True, help="index directory made by `retriever index`")
+    serve.add_argument("--corpus", help="corpus path, if it moved since the index was built")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--max-topk", type=int, default=100, help="largest topk a request may ask for")
+    serve.add_argument("--max-queries", type=int, default=4096, help="most queries in one request")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pathlib import Path
+
+    from envs.retrieval.corpus import load_corpus, resolve_corpus_path
+    from envs.retrieval.index import build_index
+
+    resolve_corpus_path(args.corpus)  # fail before any work on a missing corpus or a busy --out
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise FileExistsError(f"{out} exists and is not empty (use --force to replace it)")
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        reading = progress.add_task("reading corpus", total=None)
+        corpus = load_corpus(args.corpus, progress=lambda n: progress.update(reading, completed=n))
+        progress.update(reading, total=len(corpus), completed=len(corpus))
+        indexing = progress.add_task(f"indexing with {args.backend}", total=len(corpus))
+        opened = build_index(
+            args.corpus,
+            args.out,
+            args.backend,
+            corpus=corpus,
+            overwrite=args.force,
+            progress=lambda done, total: progress.update(indexing, completed=done, total=total),
+        )
+    manifest = opened.manifest
+    console.print(
+        f"[green]built[/green] {manifest['backend']} index of {manifest['corpus']['size']:,} passages "
+        f"in {manifest['build_seconds']} s -> {args.out} (version {manifest['index_version']})"
+    )
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from envs.retrieval.searcher import LocalRetriever
+    from envs.retrieval.server import serve
+    from envs.retrieval.wire import Limits
+
+    retriever = LocalRetriever.from_index_dir(args.index, corpus_path=args.corpus)
+    limits = Limits(max_topk=args.max_topk, max_queries=args.max_queries)
+    print(
+        f"serving {retriever.health()['backend']} index {args.index} ({len(retriever.corpus):,} passages) "
+        f"at http://{args.host}:{args.port}/retrieve",
+        flush=True,
+    )
+    serve(retriever, host=args.host, port=args.port, limits=limits, log_level=args.log_level)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from envs.retrieval.index import IndexLoadError
+
+    try:
+        return _run_index(args) if args.action == "index" else _run_serve(args)
+    except (FileNotFoundError, FileExistsError, IndexLoadError, ValueError) as error:
+        print(f"espl-bench retriever {args.action}: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,156 @@
+"""RetrievalClient: one request per batch, bounded retries with backoff, clear errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from envs.retrieval import client as client_module
+from envs.retrieval.client import RetrievalClient, RetrievalError, RetrievalUnavailable
+from envs.retrieval.corpus import Corpus, write_corpus
+from envs.retrieval.index import build_index
+from envs.retrieval.local import BackgroundServer
+from envs.retrieval.searcher import LocalRetriever
+from envs.retrieval.types import Retriever
+
+
+def reply(documents: list[list[tuple[str, str, float]]]) -> dict:
+    return {"result": [[{"document": {"id": i, "contents": c}, "score": s} for i, c, s in hits] for hits in documents]}
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    recorded: list[float] = []
+    monkeypatch.setattr(client_module.time, "sleep", recorded.append)
+    return recorded
+
+
+def test_one_request_carries_every_query_and_parses_passages() -> None:
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=reply([[("d1", '"Ed Wood"\nA filmmaker.', 2.5)], []]))
+
+    client = RetrievalClient("http://retrieval.test/retrieve", transport=httpx.MockTransport(handler))
+    assert isinstance(client, Retriever)
+    passages = client.retrieve(["who is ed wood", "x" * 5000], topk=1)
+    assert len(seen) == 1
+    assert seen[0]["topk"] == 1 and seen[0]["return_scores"] is True
+    assert len(seen[0]["queries"][1]) == 4096, "over-long queries are cut to the server's limit"
+    assert passages[0][0].title == "Ed Wood" and passages[0][0].text == "A filmmaker." and passages[0][0].score == 2.5
+    assert passages[1] == []
+    assert client.retrieve([], 3) == [] and len(seen) == 1
+
+
+def test_5xx_is_retried_with_exponential_backoff(sleeps: list[float]) -> None:
+    statuses = iter([503, 500, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(statuses)
+        return httpx.Response(status, json=reply([[("d", '"T"\nx', 1.0)]]) if status == 200 else {"error": "busy"})
+
+    client = RetrievalClient("http://r.test", retries=3, backoff=0.1, transport=httpx.MockTransport(handler))
+    assert client.retrieve(["q"])[0][0].id == "d"
+    assert sleeps == [0.1, 0.2]
+
+
+def test_4xx_is_not_retried_and_carries_the_server_message(sleeps: list[float]) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(400, json={"error": "'topk' must be between 1 and 100, got 500"})
+
+    client = RetrievalClient("http://r.test", transport=httpx.MockTransport(handler))
+    with pytest.raises(RetrievalError, match="HTTP 400.*'topk' must be between") as caught:
+        client.retrieve(["q"], topk=500)
+    assert caught.value.status == 400 and len(calls) == 1 and sleeps == []
+
+
+def test_persistent_5xx_gives_up_after_the_retry_budget(sleeps: list[float]) -> None:
+    client = RetrievalClient(
+        "http://r.test", retries=2, backoff=1.0, max_backoff=1.5,
+        transport=httpx.MockTransport(lambda request: httpx.Response(502, text="bad gateway")),
+    )
+    with pytest.raises(RetrievalError, match="failed 3 times; last: HTTP 502"):
+        client.retrieve(["q"])
+    assert sleeps == [1.0, 1.5], "backoff doubles, capped at max_backoff"
+
+
+def test_malformed_replies_are_errors_not_crashes() -> None:
+    for body in ({"result": []}, {"nope": 1}, {"result": [[{"doc": {}}]]}):
+        client = RetrievalClient("http://r.test", transport=httpx.MockTransport(lambda r, b=body: httpx.Response(200, json=b)))
+        with pytest.raises(RetrievalError, match="malformed"):
+            client.retrieve(["q"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_down_server_gives_a_clear_unavailable_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = RetrievalClient(url, retries=2, backoff=0.01)
+    started = time.monotonic()
+    with pytest.raises(RetrievalUnavailable) as caught:
+        client.retrieve(["q"])
+    message = str(caught.value)
+    assert url in message and "3 attempts" in message and "espl-bench retriever serve" in message
+    assert time.monotonic() - started < 5
+
+
+@pytest.fixture(scope="module")
+def tiny_retriever(tmp_path_factory: pytest.TempPathFactory) -> LocalRetriever:
+    tmp = tmp_path_factory.mktemp("tiny")
+    corpus = Corpus()
+    for i, (title, text) in enumerate([
+        ("Ed Wood", "Edward Davis Wood Jr. was an American filmmaker."),
+        ("Scott Derrickson", "Scott Derrickson is an American director of Doctor Strange."),
+        ("Paris", "Paris is the capital of France."),
+    ]):
+        corpus.append(f"d{i}", title, text)
+    index = build_index(write_corpus(corpus, Path(tmp) / "c.jsonl"), Path(tmp) / "idx", "bm25s")
+    return LocalRetriever(index)
+
+
+def test_client_retries_until_a_late_server_comes_up(tiny_retriever: LocalRetriever) -> None:
+    """Connection refused at first; the server starts during the backoff; the call succeeds."""
+    import uvicorn
+
+    from envs.retrieval.server import create_app, uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(create_app(tiny_retriever), "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    threading.Timer(0.4, thread.start).start()
+    try:
+        client = RetrievalClient(f"http://127.0.0.1:{port}", retries=6, backoff=0.2)
+        started = time.monotonic()
+        passages = client.retrieve(["capital of France"], topk=1)
+        assert passages[0][0].title == "Paris"
+        assert time.monotonic() - started >= 0.35, "the first attempts failed and were retried"
+        assert client.health()["corpus_size"] == 3
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_client_and_local_retriever_agree(tiny_retriever: LocalRetriever) -> None:
+    running = BackgroundServer.start(tiny_retriever)
+    try:
+        with RetrievalClient(running.url) as client:
+            queries = ["American filmmaker", "Doctor Strange director", "capital of France"]
+            over_http = client.retrieve(queries, topk=2)
+        assert over_http == tiny_retriever.retrieve(queries, topk=2)
+        assert [hits[0].title for hits in over_http] == ["Ed Wood", "Scott Derrickson", "Paris"]
+    finally:
+        running.stop()
