@@ -156,7 +156,12 @@ class RolloutDriver:
                 env_ids: list[int] = []
                 ended = terminated or truncated or turn + 1 >= max_turns
                 if not ended:
-                    env_ids = chat.continuation_ids(tokenizer, history, completion, new_messages)
+                    so_far = chat.with_system_prompt(
+                        observation[: len(history) + 1], trajectory.system_prompt, self.config.placement
+                    )
+                    env_ids = chat.continuation_ids(
+                        tokenizer, so_far, new_messages, sampled_ids=completion.token_ids
+                    )
                     if len(trajectory.token_ids) + len(env_ids) + 1 > self.config.max_total_tokens:
                         env_ids, truncated, ended = [], True, True
                 trajectory.turns.append(

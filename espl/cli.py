@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envs": ("espl.commands.envs", "list the registered environments and their dataset sizes"),
     "retriever": ("espl.commands.retriever", "build a retrieval index or serve one over HTTP (Search-R1 API)"),
     "eval": ("espl.commands.eval", "evaluate a model on an environment's test split (accuracy, pass@k)"),
+    "run": ("espl.commands.run", "train one method on one env (E-SPL, RL, evolution, ...) into a run directory"),
 }
 
 

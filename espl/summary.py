@@ -1,0 +1,36 @@
+"""`summary.json`: one run's leaderboard row and how it was obtained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from espl.config import RunConfig
+from espl.records import SUMMARY, RunDir, git_commit, hardware
+
+
+def build_summary(config: RunConfig, state: Any, population: Any, eval_prompt_id: str) -> dict[str, Any]:
+    evals = list(state.evals)
+    final = evals[-1] if evals else {}
+    best = max(evals, key=lambda e: e.get("accuracy", 0.0)) if evals else {}
+    prompt = population.get(eval_prompt_id)
+    return {
+        "env": config.env.name,
+        "method": config.method,
+        "model": config.policy.model,
+        "engine": config.policy.engine,
+        "seed": config.seed,
+        "iterations": state.iteration,
+        "budget": state.budget.to_dict(),
+        "wall_s": round(state.wall_s, 2),
+        "hardware": hardware(),
+        "git_commit": git_commit(),
+        "final": {k: v for k, v in final.items() if k != "prompt_id"},
+        "best": {k: v for k, v in best.items() if k != "prompt_id"},
+        "eval_prompt": {"id": prompt.id, "principles": list(prompt.principles)},
+        "population_size": len(population),
+        "prompts_created": len(population.archive()),
+    }
+
+
+def write_summary(run_dir: RunDir, summary: dict[str, Any]) -> None:
+    run_dir.write_json(SUMMARY, summary)

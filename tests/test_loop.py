@@ -1,0 +1,120 @@
+"""The training loop end to end: every method, run records, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from espl.config import load_config
+from espl.methods import method_names
+from espl.population import load_prompt_log
+from espl.records import RunDir
+from espl.runner import run_training
+
+VOLATILE = {"timings", "wall_s", "eval_s", "update_s"}
+
+
+def _config(method: str, model: str = "tiny-random", **overrides):
+    settings = [f"method={json.dumps(method)}", f"policy.model={json.dumps(model)}", 'env.name="gsm8k"']
+    settings += [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return load_config("smoke", settings)
+
+
+def _stable(record):
+    """A metrics record without wall-clock figures (which differ between identical runs)."""
+    if isinstance(record, dict):
+        return {k: _stable(v) for k, v in record.items() if k not in VOLATILE}
+    if isinstance(record, list):
+        return [_stable(v) for v in record]
+    return record
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_one_iteration_of_each_method_writes_a_complete_run_dir(method: str, tmp_path: Path) -> None:
+    config = _config(method)
+    run_dir = RunDir(tmp_path / method)
+    summary = run_training(config, run_dir)
+    metrics = list(run_dir.read("metrics.jsonl"))
+    assert summary["method"] == method and summary["budget"]["eval_rollouts"] > 0
+    if method == "base":
+        assert [m["iteration"] for m in metrics] == [0]
+        assert summary["budget"]["train_rollouts"] == 0
+    else:
+        assert [m["iteration"] for m in metrics] == [0, 1]
+        expected = config.evolution.prompts_per_iteration * config.problems_per_iteration * config.samples_per_problem
+        assert metrics[1]["rollouts"] == expected == summary["budget"]["train_rollouts"]
+        assert ("train" in metrics[1]) == (method in ("espl", "rl"))
+        assert ("mutation" in metrics[1]["evolution"]) == (method in ("espl", "evolution", "reflect"))
+    rollouts = list(run_dir.read("rollouts.jsonl"))
+    assert len(rollouts) == summary["budget"]["train_rollouts"] + summary["budget"]["eval_rollouts"]
+    assert all(len(r["token_ids"]) == len(r["loss_mask"]) == len(r["logprobs"]) for r in rollouts)
+    population = load_prompt_log(run_dir.file("prompts.jsonl"))
+    assert summary["eval_prompt"]["id"] in {p.id for p in population.archive()}
+    assert json.loads(run_dir.file("summary.json").read_text())["git_commit"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", method_names())
+def test_one_iteration_with_the_embedded_model_as_policy_and_reflector(method: str, tmp_path: Path) -> None:
+    config = _config(method, model="smollm2-135m", **{"policy.max_tokens": 48, "evolution.reflector.max_tokens": 48})
+    summary = run_training(config, RunDir(tmp_path / method))
+    assert summary["model"] == "smollm2-135m"
+    assert summary["budget"]["eval_generated_tokens"] > 0
+    if method in ("espl", "evolution"):
+        # every training rollout was scored; the reflector is called whenever a problem is mixed
+        metrics = list(RunDir(tmp_path / method).read("metrics.jsonl"))
+        match = metrics[1]["evolution"]["match"]
+        assert match["ranks"]
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "espl.cli", "run", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = [
+        "--env", "gsm8k", "--method", "espl", "--preset", "smoke", "--model", "tiny-random", "--quiet",
+        "--iterations", "3", "--set", "eval_every=3", "--set", "problems_per_iteration=3",
+    ]
+    straight = _run_cli([*common, "--out", str(tmp_path / "straight")])
+    assert straight.wait(timeout=900) == 0, straight.stderr.read() if straight.stderr else ""
+
+    killed_dir = tmp_path / "killed"
+    victim = _run_cli([*common, "--out", str(killed_dir)])
+    metrics = killed_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:  # wait until iteration 1 is on disk, then kill mid-iteration 2
+        if metrics.exists() and any(json.loads(l)["iteration"] == 1 for l in metrics.read_text().splitlines() if l):
+            break
+        if victim.poll() is not None:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    completed = [json.loads(l)["iteration"] for l in metrics.read_text().splitlines() if l.strip()]
+    assert 1 in completed and 3 not in completed
+
+    resumed = _run_cli(["--resume", str(killed_dir), "--quiet"])
+    assert resumed.wait(timeout=900) == 0, resumed.stderr.read() if resumed.stderr else ""
+
+    a = [_stable(json.loads(l)) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    b = [_stable(json.loads(l)) for l in metrics.read_text().splitlines()]
+    assert [r["iteration"] for r in b] == [0, 1, 2, 3]
+    assert a == b
+    rollouts_a = (tmp_path / "straight" / "rollouts.jsonl").read_text().splitlines()
+    rollouts_b = (killed_dir / "rollouts.jsonl").read_text().splitlines()
+    assert len(rollouts_a) == len(rollouts_b)
+    assert [json.loads(l)["token_ids"] for l in rollouts_a] == [json.loads(l)["token_ids"] for l in rollouts_b]
