@@ -1,0 +1,262 @@
+"""The `openai` engine: any OpenAI-compatible server (several at once), over httpx.
+
+Two modes:
+
+- ``"completions"`` (default): ``POST /v1/completions`` with the prompt as token ids
+  (conversations are rendered locally with the model's chat template, so both prompt kinds
+  give the same ids). With vLLM's server (``vllm_extras=True``) the reply carries the sampled
+  token ids (``return_token_ids``) and each sampled token's logprob (``logprobs=0``), and keeps
+  the matched stop string (``include_stop_str_in_output``): the token-in/token-out contract of
+  the in-process engines, served remotely.
+- ``"chat"``: ``POST /v1/chat/completions`` with the messages, for endpoints that only speak
+  chat (hosted APIs, reflector models). Token prompts are refused there.
+
+A batch is one request per prompt (``n`` samples each), sent from a thread pool of
+`max_concurrency` workers to the least-loaded base URL (ties in turn), so rollouts scale by
+adding vLLM servers. Each base URL keeps one pooled `httpx.Client`. Connection errors,
+timeouts, 429 and 5xx are retried `retries` times with exponential backoff (on the then
+least-loaded URL); anything still failing, or a 4xx, becomes `Completion.failed` for that
+prompt alone.
+
+The completion text is the local decoding of the returned ids when a tokenizer is available
+(so text and ids agree, as in the in-process engines), else the server's text.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import httpx
+
+from agents.chat import render_prompt_ids
+from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
+from agents.models import load_tokenizer
+
+Mode = Literal["completions", "chat"]
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class RequestFailed(Exception):
+    """A request that failed for good (after retries, or with a non-retryable status)."""
+
+
+class OpenAIEngine:
+    """Batched generation against OpenAI-compatible endpoints (see module doc)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_urls: Sequence[str] = ("http://127.0.0.1:8000",),
+        api_key: str | None = None,
+        mode: Mode = "completions",
+        tokenizer: Any = None,
+        max_concurrency: int = 16,
+        timeout: float = 120.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        vllm_extras: bool = True,
+    ) -> None:
+        if mode not in ("completions", "chat"):
+            raise ValueError("mode must be 'completions' or 'chat'")
+        if not base_urls:
+            raise ValueError("give at least one base URL")
+        if max_concurrency < 1 or retries < 0:
+            raise ValueError("max_concurrency must be >= 1 and retries >= 0")
+        self.model = model
+        self.mode: Mode = mode
+        self.base_urls = [self._api_root(url) for url in base_urls]
+        self.max_concurrency = max_concurrency
+        self.retries = retries
+        self.backoff = backoff
+        self.vllm_extras = vllm_extras
+        self._tokenizer_source = tokenizer if tokenizer is not None else model
+        self._tokenizer: Any = None if isinstance(self._tokenizer_source, str) else self._tokenizer_source
+        self._tokenizer_missing = False
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self._clients = {
+            url: httpx.Client(base_url=url, headers=headers, timeout=timeout, limits=limits) for url in self.base_urls
+        }
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="openai-engine")
+        self._lock = threading.Lock()
+        self._in_flight = dict.fromkeys(self.base_urls, 0)
+        self._turn = 0
+        self.requests_per_url: Counter[str] = Counter()
+        """Requests sent to each base URL (retries included), for load checks."""
+
+    @staticmethod
+    def _api_root(url: str) -> str:
+        url = url.rstrip("/")
+        return url if url.endswith("/v1") else f"{url}/v1"
+
+    # -- protocol surface ------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded locally on first use (`agents.models.load_tokenizer`)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self._tokenizer_source)
+        return self._tokenizer
+
+    def _local_tokenizer(self) -> Any:
+        """The tokenizer if one can be had (None for a hosted model with no local copy)."""
+        if self._tokenizer is None and not self._tokenizer_missing:
+            try:
+                self._tokenizer = load_tokenizer(self._tokenizer_source)
+            except (OSError, ValueError):
+                self._tokenizer_missing = True
+        return self._tokenizer
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for client in self._clients.values():
+            client.close()
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, adapter: Adapter | None = None
+    ) -> list[list[Completion]]:
+        """`params.n` completions per prompt, in prompt order; a failed prompt gets failed ones.
+
+        `adapter`, when given, is served by name: the request's model becomes the adapter's
+        name (how vLLM's server exposes a LoRA loaded with ``--lora-modules``)."""
+        if params.n < 1 or params.max_tokens < 1:
+            raise ValueError("n and max_tokens must be at least 1")
+        model = adapter.name if adapter is not None else self.model
+        futures = [self._pool.submit(self._one, prompt, params, model) for prompt in prompts]
+        return [future.result() for future in futures]
+
+    # -- one prompt ------------------------------------------------------------------------
+
+    def _one(self, prompt: Prompt, params: SamplingParams, model: str) -> list[Completion]:
+        try:
+            path, body = self.request(prompt, params, model)
+            reply = self._post(path, body)
+            completions = [self._completion(choice, params) for choice in _by_index(reply.get("choices", []))]
+        except (ValueError, TypeError, KeyError, RequestFailed) as error:
+            return [Completion.failed(str(error)) for _ in range(params.n)]
+        if params.greedy and len(completions) == 1 and params.n > 1:  # the n greedy samples are one
+            completions += [self._completion(reply["choices"][0], params) for _ in range(params.n - 1)]
+        if len(completions) != params.n:
+            return [Completion.failed(f"expected {params.n} choices, got {len(completions)}") for _ in range(params.n)]
+        return completions
+
+    def request(self, prompt: Prompt, params: SamplingParams, model: str) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and JSON body for one prompt."""
+        is_chat = _is_conversation(prompt)
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": 1 if params.greedy else params.n,  # vLLM refuses n > 1 with greedy decoding
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self.vllm_extras:
+            body.update(return_token_ids=True, include_stop_str_in_output=True, skip_special_tokens=True)
+        if self.mode == "chat":
+            if not is_chat:
+                raise ValueError("chat mode takes conversations, not token ids")
+            body["messages"] = [dict(message) for message in prompt]  # type: ignore[union-attr]
+            if params.logprobs:
+                body["logprobs"] = True
+            return "/chat/completions", body
+        body["prompt"] = render_prompt_ids(self.tokenizer, prompt) if is_chat else _token_ids(prompt)  # type: ignore[arg-type]
+        if params.logprobs:
+            body["logprobs"] = 0
+        return "/completions", body
+
+    def _completion(self, choice: Mapping[str, Any], params: SamplingParams) -> Completion:
+        finish = choice.get("finish_reason")
+        if finish not in ("stop", "length"):
+            return Completion.failed(f"server finished with {finish!r}")
+        reason: FinishReason = finish
+        token_ids = [int(t) for t in choice.get("token_ids") or []]
+        logprobs = _sampled_logprobs(choice.get("logprobs"), self.mode) if params.logprobs else []
+        if self.mode == "chat":
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        tokenizer = self._local_tokenizer() if token_ids else None
+        if tokenizer is not None:
+            text = tokenizer.decode(token_ids, skip_special_tokens=True)
+        stop = choice.get("stop_reason")
+        stop_string = stop if isinstance(stop, str) and stop in params.stop else None
+        return Completion(token_ids, logprobs, text, reason, stop_string=stop_string)
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _pick_url(self) -> str:
+        with self._lock:
+            count = len(self.base_urls)
+            order = [self.base_urls[(self._turn + i) % count] for i in range(count)]
+            self._turn = (self._turn + 1) % count
+            url = min(order, key=lambda u: self._in_flight[u])
+            self._in_flight[url] += 1
+            self.requests_per_url[url] += 1
+            return url
+
+    def _release(self, url: str) -> None:
+        with self._lock:
+            self._in_flight[url] -= 1
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with bounded retries; returns the JSON reply or raises `RequestFailed`."""
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2))
+            url = self._pick_url()
+            try:
+                response = self._clients[url].post(path, json=body)
+            except httpx.TransportError as error:
+                last = f"{url}{path}: {type(error).__name__}: {error}"
+                continue
+            finally:
+                self._release(url)
+            if response.status_code in RETRY_STATUS:
+                last = f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}"
+                continue
+            if response.status_code >= 400:
+                raise RequestFailed(f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}")
+            try:
+                return response.json()
+            except ValueError:
+                raise RequestFailed(f"{url}{path}: the reply is not JSON: {response.text[:300]}") from None
+        raise RequestFailed(f"gave up after {self.retries + 1} attempts; last: {last}")
+
+
+def _is_conversation(prompt: Prompt) -> bool:
+    if not isinstance(prompt, Sequence) or isinstance(prompt, (str, bytes)) or not prompt:
+        raise ValueError("a prompt is a non-empty list of token ids or of chat messages")
+    return all(isinstance(item, Mapping) for item in prompt)
+
+
+def _token_ids(prompt: Sequence[Any]) -> list[int]:
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        raise ValueError("a prompt mixes token ids and messages, or holds other items")
+    return [int(t) for t in prompt]
+
+
+def _by_index(choices: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(choices, key=lambda choice: choice.get("index", 0))
+
+
+def _sampled_logprobs(logprobs: Mapping[str, Any] | None, mode: Mode) -> list[float]:
+    """Each sampled token's logprob from a completions or chat `logprobs` object."""
+    if not logprobs:
+        return []
+    if mode == "chat":
+        return [float(entry["logprob"]) for entry in logprobs.get("content") or []]
+    return [float(value) for value in logprobs.get("token_logprobs") or [] if value is not None]

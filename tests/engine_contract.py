@@ -1,0 +1,169 @@
+"""The behaviour every engine owes the rollout driver, as a reusable pytest base class.
+
+How to use it for an engine::
+
+    from engine_contract import EngineContract   # tests/ is on sys.path under pytest
+
+    class TestMyEngine(EngineContract):
+        @pytest.fixture(scope="class")
+        @classmethod
+        def engine(cls):
+            engine = MyEngine(...)
+            yield engine
+            engine.close()
+
+        @pytest.fixture(scope="class")
+        @classmethod
+        def adapter(cls, engine):
+            return Adapter(name=..., path=...)   # output must differ from adapter=None
+
+The engine's model should not be degenerate under greedy decoding (a freshly initialised
+tiny model with small weights emits one token forever, which would make the batch and
+stop-string checks vacuous). Class attributes tune the suite: `max_tokens`, and
+`supports_adapters = False` to skip the adapter check for engines that cannot load one.
+All prompts are built from `engine.tokenizer`, so the suite needs nothing else from the
+engine than the `Engine` protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from agents.chat import render_prompt_ids
+from agents.engine import Adapter, Completion, Engine, SamplingParams
+
+CONVERSATIONS: list[list[dict[str, str]]] = [
+    [{"role": "user", "content": "Name a prime number."}],
+    [
+        {"role": "system", "content": "Answer briefly and show your reasoning in numbered steps."},
+        {"role": "user", "content": "A train leaves at 3pm and travels for two and a half hours. When does it arrive?"},
+    ],
+    [{"role": "user", "content": "Hi"}],
+]
+
+
+def greedy(max_tokens: int, **kwargs: Any) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, **kwargs)
+
+
+class EngineContract:
+    """Engine-agnostic checks; subclasses provide the `engine` (and `adapter`) fixtures."""
+
+    max_tokens: int = 12
+    supports_adapters: bool = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def engine(cls) -> Engine:
+        raise NotImplementedError("subclasses provide a class-scoped `engine` fixture")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def adapter(cls, engine: Engine) -> Adapter:
+        pytest.skip("this engine's test class provides no adapter")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def token_prompts(cls, engine: Engine) -> list[list[int]]:
+        return [render_prompt_ids(engine.tokenizer, conversation) for conversation in CONVERSATIONS]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def greedy_batch(cls, engine: Engine, token_prompts: list[list[int]]) -> list[list[Completion]]:
+        return engine.generate(token_prompts, greedy(cls.max_tokens))
+
+    def test_is_an_engine(self, engine: Engine) -> None:
+        assert isinstance(engine, Engine)
+        assert isinstance(engine.name, str) and engine.name
+
+    def test_one_list_of_n_per_prompt(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        params = SamplingParams(temperature=1.0, max_tokens=4, n=3, seed=11)
+        results = engine.generate(token_prompts, params)
+        assert len(results) == len(token_prompts)
+        for completions in results:
+            assert len(completions) == 3
+            assert all(completion.ok for completion in completions), [c.error for c in completions]
+        texts = {tuple(c.token_ids) for completions in results for c in completions}
+        assert len(texts) > len(token_prompts), "n samples per prompt were all identical"
+
+    def test_greedy_is_deterministic(
+        self, engine: Engine, token_prompts: list[list[int]], greedy_batch: list[list[Completion]]
+    ) -> None:
+        again = engine.generate(token_prompts, greedy(self.max_tokens))
+        assert [c[0].token_ids for c in again] == [c[0].token_ids for c in greedy_batch]
+
+    def test_greedy_output_is_not_degenerate(self, greedy_batch: list[list[Completion]]) -> None:
+        firsts = {tuple(c[0].token_ids[:4]) for c in greedy_batch}
+        assert len(firsts) > 1, "every prompt gave the same greedy start: the test model is degenerate"
+
+    def test_token_ids_decode_to_text(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        params = SamplingParams(temperature=1.0, max_tokens=self.max_tokens, seed=3)
+        for completions in engine.generate(token_prompts, params):
+            completion = completions[0]
+            assert completion.text == engine.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+
+    def test_logprobs_one_per_token_finite_nonpositive(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=self.max_tokens, seed=5, n=2)
+        for completions in engine.generate(token_prompts, params):
+            for completion in completions:
+                assert len(completion.logprobs) == len(completion.token_ids) > 0
+                assert all(math.isfinite(lp) and lp <= 1e-6 for lp in completion.logprobs)
+
+    def test_max_tokens_gives_length(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        results = engine.generate(token_prompts, greedy(5))
+        assert all(len(c[0].token_ids) <= 5 for c in results)
+        lengths = [c[0] for c in results if c[0].finish_reason == "length"]
+        assert lengths, "no prompt ran to max_tokens"
+        assert all(len(c.token_ids) == 5 for c in lengths)
+
+    def test_stop_string_ends_generation(
+        self, engine: Engine, token_prompts: list[list[int]], greedy_batch: list[list[Completion]]
+    ) -> None:
+        """A stop string taken from the middle of a greedy completion ends a rerun there."""
+        full = max((c[0] for c in greedy_batch), key=lambda c: len(c.text.strip()))
+        prompt = token_prompts[[c[0] for c in greedy_batch].index(full)]
+        middle = len(full.text) // 2
+        stop = full.text[middle : middle + 3]
+        assert stop.strip(), f"cannot pick a stop string from {full.text!r}"
+        cut = full.text.find(stop) + len(stop)
+        (stopped,) = engine.generate([prompt], greedy(self.max_tokens, stop=(stop,)))[0]
+        assert stopped.finish_reason == "stop" and stopped.stop_string == stop
+        assert stopped.token_ids == full.token_ids[: len(stopped.token_ids)]
+        assert stopped.text.find(stop) + len(stop) == cut
+        assert full.text.startswith(stopped.text)
+        before_last = engine.tokenizer.decode(stopped.token_ids[:-1], skip_special_tokens=True)
+        assert stop not in before_last, "generation went on past the token that completed the stop string"
+
+    def test_batch_matches_each_prompt_alone(
+        self, engine: Engine, token_prompts: list[list[int]], greedy_batch: list[list[Completion]]
+    ) -> None:
+        assert len({len(p) for p in token_prompts}) > 1, "the prompts should have mixed lengths"
+        for prompt, batched in zip(token_prompts, greedy_batch):
+            (alone,) = engine.generate([prompt], greedy(self.max_tokens))[0]
+            assert alone.token_ids == batched[0].token_ids
+
+    def test_conversation_and_token_prompt_agree(
+        self, engine: Engine, greedy_batch: list[list[Completion]]
+    ) -> None:
+        from_chat = engine.generate(CONVERSATIONS, greedy(self.max_tokens))
+        assert [c[0].token_ids for c in from_chat] == [c[0].token_ids for c in greedy_batch]
+
+    def test_bad_prompt_fails_alone(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        out_of_vocab = [len(engine.tokenizer) + 10**6]
+        results = engine.generate([token_prompts[0], out_of_vocab], greedy(4, n=2))
+        assert all(c.ok and c.token_ids for c in results[0])
+        assert len(results[1]) == 2
+        assert all(c.finish_reason == "error" and c.error for c in results[1])
+
+    def test_adapter_changes_output(
+        self, engine: Engine, adapter: Adapter, token_prompts: list[list[int]], greedy_batch: list[list[Completion]]
+    ) -> None:
+        if not self.supports_adapters:
+            pytest.skip("this engine cannot sample with an adapter")
+        adapted = engine.generate(token_prompts, greedy(self.max_tokens), adapter=adapter)
+        assert [c[0].token_ids for c in adapted] != [c[0].token_ids for c in greedy_batch]
+        base_again = engine.generate(token_prompts, greedy(self.max_tokens))
+        assert [c[0].token_ids for c in base_again] == [c[0].token_ids for c in greedy_batch]
