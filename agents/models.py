@@ -117,6 +117,10 @@ def _build_tiny_random(out: Path) -> None:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
+        # Weights drawn at 0.3 rather than the usual 0.02: at 0.02 the output distribution is
+        # nearly uniform over 49k tokens, which LoRA cannot reshape and greedy decoding repeats
+        # one token forever; at 0.3 it is peaked like a trained model's.
+        initializer_range=0.3,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -131,6 +135,8 @@ BUILTIN: dict[str, Callable[[Path], None]] = {
     "smollm2-135m": _build_smollm2,
     "tiny-random": _build_tiny_random,
 }
+REVISIONS = {"smollm2-135m": "1", "tiny-random": "2"}
+"""Bumped when a builder changes, so caches built by older code are not reused."""
 ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m"}
 
 
@@ -142,7 +148,7 @@ def resolve(name: str = DEFAULT_MODEL) -> str:
     """
     key = ALIASES.get(name.lower(), name.lower())
     if key in BUILTIN:
-        return str(_materialise(key, BUILTIN[key]))
+        return str(_materialise(f"{key}-r{REVISIONS[key]}", BUILTIN[key]))
     path = Path(name).expanduser()
     if path.exists():
         return str(path.resolve())
