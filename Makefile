@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/espl-bench envs
+	$(BIN)/espl-bench run --env hotpotqa --method espl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -24,7 +24,7 @@ import gymnasium as gym
 from envs.base import TextEnv
 
 ENTRY_POINT_GROUP = "espl_bench.envs"
-BUILTIN_MODULES = ("envs.math.register", "envs.search.register")
+BUILTIN_MODULES = ("envs.math.register", "envs.search.register", "envs.reasoning.register")
 
 log = logging.getLogger(__name__)
 
