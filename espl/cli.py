@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retriever": ("espl.commands.retriever", "build a retrieval index or serve one over HTTP (Search-R1 API)"),
     "eval": ("espl.commands.eval", "evaluate a model on an environment's test split (accuracy, pass@k)"),
     "run": ("espl.commands.run", "train one method on one env (E-SPL, RL, evolution, ...) into a run directory"),
+    "compare": ("espl.commands.compare", "run a comparison suite's missing runs and write its leaderboard"),
+    "leaderboard": ("espl.commands.leaderboard", "build leaderboard tables and plots from existing run directories"),
+    "prompts": ("espl.commands.prompts", "show a run's prompt population, ratings and the best prompt's lineage"),
 }
 
 

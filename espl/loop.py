@@ -125,8 +125,7 @@ class TrainingLoop:
     def run(self) -> LoopState:
         iterations = self.config.iterations if self.method.iterate else 0
         if self.state.iteration == 0 and not self.state.evals and self.config.eval_every > 0:
-            self.run_dir.append(METRICS, [{"iteration": 0, "eval": self._evaluate(0), "budget": self.state.budget.to_dict()}])
-            self._checkpoint()
+            self._initial_evaluation()
         while self.state.iteration < iterations and not self._budget_spent():
             started = time.perf_counter()
             i = self.state.iteration + 1
@@ -143,9 +142,17 @@ class TrainingLoop:
                 self._checkpoint()
             self.observer(record)
         if not self.method.iterate and not self.state.evals:
-            self.run_dir.append(METRICS, [{"iteration": 0, "eval": self._evaluate(0), "budget": self.state.budget.to_dict()}])
-            self._checkpoint()
+            self._initial_evaluation()
         return self.state
+
+    def _initial_evaluation(self) -> None:
+        """Evaluate the starting policy (iteration 0 of the learning curve)."""
+        started = time.perf_counter()
+        metrics = self._evaluate(0)
+        self.state.wall_s += time.perf_counter() - started
+        record = {"iteration": 0, "eval": metrics, "budget": self.state.budget.to_dict(), "wall_s": self.state.wall_s}
+        self.run_dir.append(METRICS, [record])
+        self._checkpoint()
 
     def _budget_spent(self) -> bool:
         cap = self.config.max_rollouts

@@ -1,0 +1,91 @@
+"""Read finished run directories: the summary, the config and the per-iteration metrics."""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from espl.records import CONFIG, METRICS, PROMPTS, SUMMARY, RunDir
+
+
+class NoRunsError(ValueError):
+    """Nothing matched was a finished run directory."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run as the leaderboard sees it."""
+
+    path: Path
+    summary: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def env(self) -> str:
+        return str(self.summary["env"])
+
+    @property
+    def method(self) -> str:
+        return str(self.summary["method"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.summary.get("seed", 0))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.env, self.method
+
+    @property
+    def has_prompt_log(self) -> bool:
+        return (self.path / PROMPTS).exists()
+
+    def curve(self, metric: str) -> list[tuple[int, float]]:
+        """(iteration, value) pairs: `accuracy`, `pass@k` (test evals) or `train_reward`."""
+        points: list[tuple[int, float]] = []
+        for record in self.metrics:
+            if metric == "train_reward":
+                value = record.get("train_reward")
+            else:
+                value = (record.get("eval") or {}).get(metric)
+            if value is not None:
+                points.append((int(record["iteration"]), float(value)))
+        return points
+
+
+def load_run(path: str | Path) -> RunRecord:
+    run_dir = RunDir(path)
+    summary_file = run_dir.file(SUMMARY)
+    if not summary_file.exists():
+        raise FileNotFoundError(f"{run_dir.path} has no {SUMMARY} (the run has not finished)")
+    summary = json.loads(summary_file.read_text())
+    config = run_dir.read_json(CONFIG) if run_dir.file(CONFIG).exists() else {}
+    return RunRecord(run_dir.path, summary, config, tuple(run_dir.read(METRICS)))
+
+
+def find_run_dirs(patterns: Sequence[str | Path]) -> list[Path]:
+    """Run directories named by paths or globs; a folder of runs is searched recursively.
+
+    Sorted and deduplicated, so the same inputs always give the same leaderboard.
+    """
+    found: set[Path] = set()
+    for pattern in patterns:
+        matches = [Path(p) for p in glob.glob(str(pattern))] or [Path(pattern)]
+        for match in matches:
+            if (match / SUMMARY).exists():
+                found.add(match.resolve())
+            elif match.is_dir():
+                found.update(p.parent.resolve() for p in match.rglob(SUMMARY))
+    return sorted(found)
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
+    runs = [load_run(path) for path in paths]
+    if not runs:
+        raise NoRunsError("no finished run directory (one with summary.json) was found")
+    return sorted(runs, key=lambda r: (r.env, r.method, r.seed, str(r.path)))
