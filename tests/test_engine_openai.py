@@ -1,0 +1,339 @@
+"""The `openai` engine: transport behaviour against a scripted in-test server (fast), and the
+real thing against vLLM's own OpenAI-compatible server on CPU (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from engine_contract import CONVERSATIONS
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agents.chat import render_prompt_ids
+from agents.engine import SamplingParams
+from agents.engines import make_engine
+from agents.engines.openai import OpenAIEngine
+from agents.models import load_tokenizer, resolve
+
+MODEL = "smollm2-135m"
+BAD_REQUEST_TOKEN = 7
+FLAKY_TOKEN = 9
+"""The scripted server answers 400 to prompts starting with BAD_REQUEST_TOKEN, and 503 to the
+first two attempts of prompts starting with FLAKY_TOKEN."""
+
+
+# -- a scripted OpenAI-compatible server -------------------------------------------------------
+
+
+class ScriptedServer:
+    """A starlette app in a uvicorn thread that records what it is asked and how busy it gets."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.attempts: Counter[tuple[int, ...]] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        app = Starlette(
+            routes=[
+                Route("/v1/completions", self.completions, methods=["POST"]),
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            ]
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def reset(self) -> None:
+        self.max_in_flight = 0
+        self.attempts.clear()
+        self.bodies.clear()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    async def _busy(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await asyncio.sleep(self.delay)
+        self.in_flight -= 1
+
+    async def completions(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        key = tuple(body["prompt"])
+        self.attempts[key] += 1
+        await self._busy()
+        if key[0] == BAD_REQUEST_TOKEN:
+            return JSONResponse({"error": {"message": "token 7 is not welcome"}}, status_code=400)
+        if key[0] == FLAKY_TOKEN and self.attempts[key] <= 2:
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        sampled = list(key[::-1][: body["max_tokens"]])
+        choice = lambda i: {  # noqa: E731
+            "index": i,
+            "text": "ignored: ids are decoded locally",
+            "token_ids": sampled,
+            "logprobs": {"token_logprobs": [-0.25] * len(sampled), "tokens": [], "top_logprobs": []},
+            "finish_reason": "length",
+            "stop_reason": None,
+        }
+        return JSONResponse({"choices": [choice(i) for i in reversed(range(body["n"]))]})
+
+    async def chat(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        await self._busy()
+        content = body["messages"][-1]["content"].upper()
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "logprobs": {"content": [{"token": "x", "logprob": -1.0}]},
+            "finish_reason": "stop",
+            "stop_reason": "!" if "!" in body.get("stop", []) else None,
+        }
+        return JSONResponse({"choices": [choice]})
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def server(scripted: ScriptedServer) -> ScriptedServer:
+    scripted.reset()
+    return scripted
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return load_tokenizer(MODEL)
+
+
+def engine_for(urls: list[str], tokenizer: Any, **kwargs: Any) -> OpenAIEngine:
+    kwargs.setdefault("backoff", 0.01)
+    return OpenAIEngine(MODEL, base_urls=urls, tokenizer=tokenizer, **kwargs)
+
+
+def test_request_fields_follow_vllms_completions_api(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer)
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=3, stop=("</a>",), seed=5, n=2)
+    (completions,) = engine.generate([[11, 12, 13, 14]], params)
+    (body,) = server.bodies
+    assert body["prompt"] == [11, 12, 13, 14] and body["model"] == MODEL
+    assert body["n"] == 2 and body["seed"] == 5 and body["stop"] == ["</a>"] and body["logprobs"] == 0
+    assert body["return_token_ids"] and body["include_stop_str_in_output"]
+    assert [c.token_ids for c in completions] == [[14, 13, 12]] * 2
+    assert completions[0].logprobs == [-0.25] * 3 and completions[0].finish_reason == "length"
+    assert completions[0].text == tokenizer.decode([14, 13, 12], skip_special_tokens=True)
+    engine.close()
+
+
+def test_conversations_are_sent_as_template_ids(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer)
+    engine.generate([CONVERSATIONS[0]], SamplingParams(max_tokens=2))
+    assert server.bodies[0]["prompt"] == render_prompt_ids(tokenizer, CONVERSATIONS[0])
+    engine.close()
+
+
+def test_greedy_n_is_one_request_copied(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer)
+    (completions,) = engine.generate([[20, 21]], SamplingParams(temperature=0.0, max_tokens=2, n=3))
+    assert server.bodies[0]["n"] == 1
+    assert len(completions) == 3 and len({tuple(c.token_ids) for c in completions}) == 1
+    assert completions[0] is not completions[1]
+    engine.close()
+
+
+def test_concurrency_is_capped(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer, max_concurrency=3)
+    results = engine.generate([[100 + i, 1] for i in range(12)], SamplingParams(max_tokens=2))
+    assert all(c[0].ok for c in results)
+    assert server.max_in_flight == 3
+    engine.close()
+
+
+def test_one_bad_prompt_fails_alone_without_retries(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer, retries=3)
+    results = engine.generate([[30, 31], [BAD_REQUEST_TOKEN, 1], [32, 33]], SamplingParams(max_tokens=2, n=2))
+    assert [c.ok for c in results[0] + results[2]] == [True] * 4
+    assert all(c.finish_reason == "error" and "HTTP 400" in (c.error or "") for c in results[1])
+    assert server.attempts[(BAD_REQUEST_TOKEN, 1)] == 1
+    engine.close()
+
+
+def test_503_is_retried_with_backoff(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer, retries=2)
+    (completions,) = engine.generate([[FLAKY_TOKEN, 40]], SamplingParams(max_tokens=2))
+    assert completions[0].ok and completions[0].token_ids == [40, FLAKY_TOKEN]
+    assert server.attempts[(FLAKY_TOKEN, 40)] == 3
+    engine.close()
+
+
+def test_retries_are_bounded(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer, retries=1)
+    (completions,) = engine.generate([[FLAKY_TOKEN, 41]], SamplingParams(max_tokens=2))
+    assert completions[0].finish_reason == "error" and "gave up after 2 attempts" in (completions[0].error or "")
+    assert "HTTP 503" in (completions[0].error or "")
+    assert server.attempts[(FLAKY_TOKEN, 41)] == 2
+    engine.close()
+
+
+def test_unreachable_server_is_a_recorded_failure(tokenizer: Any) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    engine = engine_for([dead], tokenizer, retries=1, timeout=2.0)
+    (completions,) = engine.generate([[1, 2]], SamplingParams(max_tokens=2))
+    assert completions[0].finish_reason == "error" and "ConnectError" in (completions[0].error or "")
+    assert engine.requests_per_url[dead + "/v1"] == 2
+    engine.close()
+
+
+def test_batch_is_spread_over_base_urls(server: ScriptedServer, tokenizer: Any) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    urls = [server.url, f"http://localhost:{port}/v1"]
+    engine = engine_for(urls, tokenizer, max_concurrency=4)
+    results = engine.generate([[200 + i, 1] for i in range(16)], SamplingParams(max_tokens=1))
+    assert all(c[0].ok for c in results)
+    counts = [engine.requests_per_url[url] for url in engine.base_urls]
+    assert sum(counts) == 16 and min(counts) >= 4, counts
+    engine.close()
+
+
+def test_chat_mode_sends_messages_and_refuses_token_prompts(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer, mode="chat")
+    conversation = [{"role": "user", "content": "hello!"}]
+    results = engine.generate([conversation, [1, 2, 3]], SamplingParams(max_tokens=4, stop=("!",)))
+    reply = results[0][0]
+    assert reply.ok and reply.text == "HELLO!" and reply.stop_string == "!" and reply.logprobs == [-1.0]
+    assert server.bodies[0]["messages"] == conversation and server.bodies[0]["logprobs"] is True
+    assert results[1][0].finish_reason == "error" and "chat mode" in (results[1][0].error or "")
+    engine.close()
+
+
+def test_factory_builds_the_engine(server: ScriptedServer) -> None:
+    engine = make_engine("openai", MODEL, base_urls=[server.url])
+    assert isinstance(engine, OpenAIEngine) and engine.base_urls == [server.url + "/v1"]
+    engine.close()
+
+
+# -- against vLLM's own server -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`vllm serve` (the api_server module) on CPU on 127.0.0.1, killed at teardown."""
+    pytest.importorskip("vllm")
+    from agents.engines import vllm_env
+
+    port = free_port()
+    env = dict(os.environ)
+    vllm_env.apply_defaults(vllm_env.cpu_settings(kvcache_gib=1, in_process=False), env)
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", resolve(MODEL), "--served-model-name", MODEL,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "bfloat16", "--max-model-len", "2048", "--seed", "0", "--enforce-eager",
+    ]  # fmt: skip
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm server exited with {process.returncode}:\n{Path(log).read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm server not healthy after 600 s:\n{Path(log).read_text()[-3000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_server_completions_with_token_ids(vllm_server: str, tokenizer: Any) -> None:
+    port = vllm_server.rsplit(":", 1)[1]
+    engine = OpenAIEngine(MODEL, base_urls=[vllm_server, f"http://localhost:{port}"], max_concurrency=4)
+    prompts: list[Any] = [render_prompt_ids(tokenizer, c) for c in CONVERSATIONS]
+    greedy = SamplingParams(temperature=0.0, max_tokens=12)
+    results = engine.generate(prompts + [[len(tokenizer) + 10**6]], greedy)
+    for (completion,) in results[:3]:
+        assert completion.ok and 0 < len(completion.token_ids) <= 12
+        assert len(completion.logprobs) == len(completion.token_ids)
+        assert all(lp <= 1e-6 for lp in completion.logprobs)
+        assert completion.text == tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+    assert results[3][0].finish_reason == "error" and "HTTP 400" in (results[3][0].error or "")
+    assert all(engine.requests_per_url[url] >= 1 for url in engine.base_urls)
+
+    longest = max((c[0] for c in results[:3]), key=lambda c: len(c.text))
+    stop = longest.text[len(longest.text) // 2 :][:3]
+    prompt = prompts[[c[0] for c in results[:3]].index(longest)]
+    (stopped,) = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=12, stop=(stop,)))[0]
+    assert stopped.finish_reason == "stop" and stopped.stop_string == stop
+    assert stopped.token_ids == longest.token_ids[: len(stopped.token_ids)]
+
+    sampled = engine.generate(CONVERSATIONS[:1], SamplingParams(temperature=1.0, max_tokens=6, n=3))[0]
+    assert len(sampled) == 3 and all(c.ok and len(c.logprobs) == len(c.token_ids) for c in sampled)
+    from_chat = engine.generate(CONVERSATIONS, greedy)
+    assert [c[0].token_ids for c in from_chat] == [c[0].token_ids for c in results[:3]], "conversations must give the same ids"
+    engine.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_server_chat_mode_matches_completions_mode(vllm_server: str, tokenizer: Any) -> None:
+    chat = OpenAIEngine(MODEL, base_urls=[vllm_server], mode="chat")
+    completions = OpenAIEngine(MODEL, base_urls=[vllm_server])
+    greedy = SamplingParams(temperature=0.0, max_tokens=10)
+    by_chat = chat.generate(CONVERSATIONS, greedy)
+    by_ids = completions.generate(CONVERSATIONS, greedy)
+    for (a,), (b,) in zip(by_chat, by_ids):
+        assert a.ok and a.token_ids == b.token_ids and a.text == b.text
+        assert len(a.logprobs) == len(a.token_ids)
+    chat.close()
+    completions.close()

@@ -1,0 +1,223 @@
+"""The `vllm` engine on the embedded SmolLM2-135M (vllm-cpu here, the CUDA build on GPU).
+
+One `VLLMEngine` serves the whole module (building one takes ~20 s on 2 cores). It runs in
+float32 so that it can be compared token for token with the `hf` engine in float32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_contract import CONVERSATIONS, EngineContract, greedy
+
+from agents.chat import render_prompt_ids
+from agents.engine import Adapter, Completion, SamplingParams
+from agents.engines import vllm_env
+
+MODEL = "smollm2-135m"
+LORA_RANK = 8
+
+
+
+# -- environment settings (no vLLM needed) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"),
+    [({0, 1}, "0-1"), ({3}, "3"), ({0, 1, 2, 5, 7, 8}, "0-2,5,7-8"), ([4, 2, 3], "2-4")],
+)
+def test_cpu_list_collapses_runs(cores: set[int], expected: str) -> None:
+    assert vllm_env.cpu_list(cores) == expected
+
+
+def test_cpu_list_rejects_nothing() -> None:
+    with pytest.raises(ValueError):
+        vllm_env.cpu_list([])
+
+
+def test_cpu_settings_use_every_allowed_core_and_reserve_none() -> None:
+    settings = vllm_env.cpu_settings(kvcache_gib=3)
+    assert settings["VLLM_CPU_OMP_THREADS_BIND"] == vllm_env.cpu_list(vllm_env.allowed_cores())
+    assert settings["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert settings["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert settings["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in vllm_env.cpu_settings(in_process=False)
+
+
+def test_apply_defaults_never_overrides_the_user() -> None:
+    environ = {"VLLM_CPU_OMP_THREADS_BIND": "1", "VLLM_CPU_KVCACHE_SPACE": ""}
+    written = vllm_env.apply_defaults({"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_KVCACHE_SPACE": "2"}, environ)
+    assert environ == {"VLLM_CPU_OMP_THREADS_BIND": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}
+    assert written == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_engine() -> Any:
+    pytest.importorskip("vllm")
+    from agents.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(MODEL, dtype="float32", kv_cache_gib=1, max_model_len=2048, max_lora_rank=LORA_RANK)
+    yield engine
+    engine.close()
+
+
+class LoraWriter:
+    """Saves peft LoRAs on SmolLM2 with random, non-zero A and B (`save_pretrained` folders).
+
+    One peft model is built once; each save redraws its LoRA weights from `seed`."""
+
+    def __init__(self) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        from agents.models import load_model
+
+        config = LoraConfig(r=LORA_RANK, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"])
+        self.model = get_peft_model(load_model(MODEL), config)
+
+    def save(self, folder: Path, seed: int) -> str:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                if "lora_" in name:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+        self.model.save_pretrained(folder)
+        return str(folder)
+
+
+@pytest.fixture(scope="module")
+def lora_writer() -> LoraWriter:
+    return LoraWriter()
+
+
+@pytest.fixture(scope="module")
+def lora_folder(tmp_path_factory: pytest.TempPathFactory, lora_writer: LoraWriter) -> str:
+    return lora_writer.save(tmp_path_factory.mktemp("lora-contract"), seed=1)
+
+
+def ids_of(results: list[list[Completion]]) -> list[list[int]]:
+    return [completions[0].token_ids for completions in results]
+
+
+# -- the engine contract -----------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+class TestVLLMContract(EngineContract):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def engine(cls, vllm_engine: Any) -> Any:
+        return vllm_engine
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def adapter(cls, engine: Any, lora_folder: str) -> Adapter:
+        return Adapter(name="contract", path=lora_folder, version=0)
+
+
+# -- what only this engine promises ------------------------------------------------------------
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_lora_hot_swap_publishes_new_versions_without_stale_weights(
+    vllm_engine: Any, lora_writer: LoraWriter, tmp_path: Path
+) -> None:
+    """Each published version is sampled with its own weights, even when written to the same
+    folder: version 1 (new weights) changes the samples, version 2 (version 0's weights
+    again) brings version 0's samples back."""
+    prompts = [render_prompt_ids(vllm_engine.tokenizer, c) for c in CONVERSATIONS]
+    params = greedy(10)
+    base = ids_of(vllm_engine.generate(prompts, params))
+    folder = tmp_path / "policy"
+    lora_writer.save(folder, seed=11)
+    v0 = ids_of(vllm_engine.generate(prompts, params, adapter=Adapter("policy", str(folder), 0)))
+    lora_writer.save(folder, seed=12)
+    v1 = ids_of(vllm_engine.generate(prompts, params, adapter=Adapter("policy", str(folder), 1)))
+    lora_writer.save(folder, seed=11)
+    v2 = ids_of(vllm_engine.generate(prompts, params, adapter=Adapter("policy", str(folder), 2)))
+    assert v0 != base and v1 != base
+    assert v1 != v0, "version 1 was served with version 0's cached weights"
+    assert v2 == v0
+    ids = {vllm_engine.lora_id(Adapter("policy", str(folder), version)) for version in (0, 1, 2)}
+    assert len(ids) == 3
+    assert vllm_engine.lora_id(Adapter("policy", str(folder), 1)) not in vllm_engine.llm.llm_engine.list_loras()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_adapter_without_a_saved_folder_is_rejected(vllm_engine: Any, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="peft folder"):
+        vllm_engine.generate([[1, 2, 3]], greedy(2), adapter=Adapter("policy", str(tmp_path / "missing"), 0))
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_seeded_call_repeats_and_other_seed_differs(vllm_engine: Any) -> None:
+    prompts = [render_prompt_ids(vllm_engine.tokenizer, c) for c in CONVERSATIONS]
+    sample = lambda seed: [[c.token_ids for c in cs] for cs in vllm_engine.generate(prompts, SamplingParams(max_tokens=8, n=2, seed=seed))]  # noqa: E731
+    first = sample(21)
+    assert sample(21) == first
+    assert sample(22) != first
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_stop_string_inside_a_token_is_reported(vllm_engine: Any) -> None:
+    """The stop string is kept at the end and named, for strings that end mid-token too."""
+    prompt = CONVERSATIONS[0]
+    (full,) = vllm_engine.generate([prompt], greedy(12))[0]
+    stop = full.text.strip()[1:3]
+    (stopped,) = vllm_engine.generate([prompt], greedy(12, stop=(stop,)))[0]
+    assert stopped.finish_reason == "stop" and stopped.stop_string == stop
+    assert stop in stopped.text and full.token_ids[: len(stopped.token_ids)] == stopped.token_ids
+
+
+# -- agreement with the hf engine --------------------------------------------------------------
+
+PARITY_TOKENS = 16
+NEAR_TIE_NATS = 0.05
+"""Greedy ids must match the `hf` engine's (both float32) exactly, except that a divergence is
+allowed where the two candidates' logprobs under HF are within this gap (a near tie that
+different matmul kernels may break either way); the tokens before it must be identical."""
+LOGPROB_TOLERANCE = 2e-3
+"""Max |vLLM - HF| logprob on the shared greedy tokens (float32 both sides, nats)."""
+
+PARITY_PROMPTS = CONVERSATIONS + [[{"role": "user", "content": "What is 12 times 7? Answer with the number."}]]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_greedy_ids_match_the_hf_engine(vllm_engine: Any) -> None:
+    import torch
+
+    from agents.engines.hf import HFEngine
+
+    hf = HFEngine(MODEL, dtype="float32")
+    params = greedy(PARITY_TOKENS)
+    prompts = [render_prompt_ids(hf.tokenizer, c) for c in PARITY_PROMPTS]
+    ours = vllm_engine.generate(prompts, params)
+    theirs = hf.generate(prompts, params)
+    identical = 0
+    for prompt, (a,), (b,) in zip(prompts, ours, theirs):
+        shared = next((k for k, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y), None)
+        if shared is None and len(a.token_ids) == len(b.token_ids):
+            identical += 1
+            shared = len(a.token_ids)
+        else:
+            assert shared is not None, f"one engine stopped early: {a.token_ids} vs {b.token_ids}"
+            with torch.no_grad():
+                logits = hf.model(input_ids=torch.tensor([prompt + b.token_ids[:shared]])).logits[0, -1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            gap = float(logprobs[b.token_ids[shared]] - logprobs[a.token_ids[shared]])
+            assert gap < NEAR_TIE_NATS, f"divergence at token {shared} with a clear HF preference ({gap:.3f} nats)"
+        diffs = [abs(x - y) for x, y in zip(a.logprobs[:shared], b.logprobs[:shared])]
+        assert max(diffs) < LOGPROB_TOLERANCE, diffs
+    assert identical >= len(prompts) - 1, f"only {identical}/{len(prompts)} prompts gave identical greedy ids"
