@@ -221,3 +221,39 @@ def test_greedy_ids_match_the_hf_engine(vllm_engine: Any) -> None:
         diffs = [abs(x - y) for x, y in zip(a.logprobs[:shared], b.logprobs[:shared])]
         assert max(diffs) < LOGPROB_TOLERANCE, diffs
     assert identical >= len(prompts) - 1, f"only {identical}/{len(prompts)} prompts gave identical greedy ids"
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_trainer_adapter_hand_off_changes_vllm_samples_like_the_hf_model(vllm_engine: Any, tmp_path: Path) -> None:
+    """One RL step, `publish()`, then vLLM samples from the new weights: its greedy ids move
+    away from the base model's and agree with the trainer's own in-process model."""
+    from agents.engines.hf import HFEngine
+    from agents.models import load_model
+    from agents.trajectory import Trajectory
+    from espl.rl.settings import LoraSettings, TrainerConfig
+    from espl.rl.trainer import LoRATrainer
+
+    prompts = [render_prompt_ids(vllm_engine.tokenizer, c) for c in CONVERSATIONS]
+    params = greedy(12)
+    base = ids_of(vllm_engine.generate(prompts, params))
+    sampled = vllm_engine.generate(prompts, SamplingParams(temperature=1.0, max_tokens=12, n=2, seed=3))
+    trajectories, keys = [], []
+    for i, (prompt, completions) in enumerate(zip(prompts, sampled)):
+        for j, completion in enumerate(completions):
+            t = Trajectory("synthetic", f"t{i}", "p0", j)
+            t.append_prompt(prompt)
+            t.append_sampled(completion.token_ids, completion.logprobs)
+            t.reward = float(j == 0)
+            trajectories.append(t)
+            keys.append(("p0", t.task_id))
+    config = TrainerConfig(loss="reinforce", lr=5e-3, lora=LoraSettings(rank=LORA_RANK, alpha=16))
+    trainer = LoRATrainer(load_model(MODEL), config, pad_id=vllm_engine.tokenizer.pad_token_id)
+    assert trainer.step(trajectories, keys)["sequences"] > 0
+    adapter = trainer.publish(str(tmp_path / "adapters"))
+    tuned = ids_of(vllm_engine.generate(prompts, params, adapter=adapter))
+    assert tuned != base
+    hf = HFEngine(trainer.model, tokenizer=vllm_engine.tokenizer)
+    in_process = ids_of(hf.generate(prompts, params, adapter=trainer.adapter()))
+    agree = sum(a[:6] == b[:6] for a, b in zip(tuned, in_process))
+    assert agree >= len(prompts) - 1, (tuned, in_process)
