@@ -29,7 +29,7 @@ def test_reward_uses_the_dataset_scorer() -> None:
 
 @pytest.mark.parametrize(
     ("reply", "expected"),
-    [("<answer> 7 </answer>", "7"), ("a <answer>1</answer> b <answer>2</answer>", "2"), ("so \\boxed{12}", "12"), ("x\n\n 5 \n", "5"), ("", "")],
+    [("<answer> 7 </answer>", "7"), ("a <answer>1</answer> b <answer>2</answer>", "2"), ("so \\boxed{12}", "12"), ("x\n\n 5 \n", "5"), ("it is 12, not 13.", "13"), ("no number here", "no number here"), ("", "")],
 )
 def test_extract_answer(reply: str, expected: str) -> None:
     assert extract_answer(reply) == expected

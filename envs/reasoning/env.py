@@ -6,8 +6,9 @@ methods has nothing to measure; reasoning-gym's generators make that difficulty 
 Splits: one generator (seeded by `seed`) draws a pool of problems; duplicates of a question
 are dropped (small difficulty settings repeat questions), and `envs.datasets.split_rows`
 (seed 0) splits the rest, so no question is in both splits.
-Scoring is the dataset's own `score_answer` on the text inside the last `<answer>` tag (or the
-last `\\boxed{}`, or the last line when neither is present).
+Scoring is the dataset's own `score_answer` on the text inside the last `<answer>` tag, or the
+last `\\boxed{}`, or else the last number in the reply (small models rarely use the tags), or
+else the last line.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from envs.datasets import split_rows
 INSTRUCTION = "Give only the final result inside <answer></answer>, for example <answer>42</answer>."
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def extract_answer(reply: str) -> str:
-    for pattern in (_ANSWER, _BOXED):
+    for pattern in (_ANSWER, _BOXED, _NUMBER):
         found = pattern.findall(reply)
         if found:
             return found[-1].strip()
