@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 from espl.config import RunConfig
@@ -19,6 +20,12 @@ def run_training(
 ) -> dict[str, Any]:
     """Train (or resume) in `run_dir` and return the summary written to `summary.json`."""
     from espl.loop import TrainingLoop
+    from espl.methods import get_method
+
+    own_runner = get_method(config.method).runner
+    if own_runner is not None:
+        module, _, function = own_runner.partition(":")
+        return getattr(import_module(module), function)(config, run_dir, observer=observer, status=status)
 
     if status is not None:
         status("loading the model and the environment")

@@ -7,6 +7,7 @@
 | `evolution` | frozen  | evolving population                      |
 | `reflect`   | frozen  | a single lineage, mutation only          |
 | `base`      | frozen  | fixed seed prompt, evaluation only       |
+| `gepa`      | frozen  | the GEPA optimizer (its own runner)      |
 
 Every method spends the same rollout budget per iteration (M prompts x B problems x N
 samples), so leaderboard rows compare like with like.
@@ -32,13 +33,16 @@ class MethodSpec:
     """Population of one: each iteration mutates the current prompt, which the child replaces."""
     iterate: bool = True
     """False for evaluation-only methods."""
+    runner: str | None = None
+    """`module:function` of a method with its own driver instead of the shared loop; it is
+    called like `espl.runner.run_training` and returns the summary."""
 
     @property
     def mutates(self) -> bool:
         return self.evolve or self.single_lineage
 
 
-METHOD_MODULES = ("espl", "rl", "evolution", "reflect", "base")
+METHOD_MODULES = ("espl", "rl", "evolution", "reflect", "base", "gepa")
 
 
 def get_method(name: str) -> MethodSpec:
