@@ -71,8 +71,11 @@ class LiveProgress:
             table.add_row(name, str(value))
         self.console.print(table)
         self.console.print("evaluated prompt " + summary["eval_prompt"]["id"] + ":")
-        for i, principle in enumerate(summary["eval_prompt"]["principles"]):
+        principles = summary["eval_prompt"]["principles"]
+        for i, principle in enumerate(principles):
             self.console.print(f"  G{i}. {principle}")
+        if not principles and summary["eval_prompt"].get("text"):  # free-text prompts (GEPA)
+            self.console.print("  " + summary["eval_prompt"]["text"].replace("\n", "\n  "))
         self.console.print(f"run directory: [bold]{run_dir}[/bold]")
 
 

@@ -1,5 +1,8 @@
 """The `gepa` method end to end with real engines: same budget as `evolution`, complete run dir.
 
+The run with the embedded model as policy and reflector is `tests/test_loop.py`'s
+per-method test, which covers `gepa` with the other methods.
+
 Budget granularity: GEPA spends exactly the training rollouts `evolution` spends on the same
 config. When GEPA's next evaluation does not fit, the adapter runs the rollouts that still
 fit and GEPA drops that evaluation, so the counts are equal, not merely close.
@@ -67,13 +70,3 @@ def test_gepa_on_hotpotqa_reflects_on_search_feedback(tmp_path: Path) -> None:
     records = [{k: v for k, v in r.items() if k not in ("iteration", "phase")} for r in train]
     feedback = [EnvFeedback().feedback(Trajectory.from_record(r)) for r in records]
     assert any("Reference answer:" in f and "Exact match:" in f for f in feedback)
-
-
-@pytest.mark.slow
-def test_gepa_with_the_embedded_model_as_policy_and_reflector(tmp_path: Path) -> None:
-    config = _config("gepa", "gsm8k", "smollm2-135m", "policy.max_tokens=48", "evolution.reflector.max_tokens=96")
-    run_dir = RunDir(tmp_path / "gepa")
-    summary = run_training(config, run_dir)
-    assert summary["model"] == "smollm2-135m"
-    _check_run_dir(run_dir, config)
-    assert summary["budget"]["reflector_completion_tokens"] > 0

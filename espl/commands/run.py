@@ -13,7 +13,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", help="env id or alias (default: hotpotqa)")
-    parser.add_argument("--method", help="espl | rl | evolution | reflect | base (default: espl)")
+    parser.add_argument("--method", help="espl | rl | evolution | reflect | gepa | base (default: espl)")
     parser.add_argument("--preset", default="default", help="smoke | default | paper, or a TOML file")
     parser.add_argument("--model", help="built-in name, local folder or hub id")
     parser.add_argument("--engine", choices=["hf", "vllm", "openai"])
