@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.espl-bench-installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-extended bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -q -m extended
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only

@@ -60,8 +60,14 @@ def test_one_iteration_of_each_method_writes_a_complete_run_dir(method: str, tmp
     assert json.loads(run_dir.file("summary.json").read_text())["git_commit"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", method_names())
+EMBEDDED_TIERS = [
+    pytest.param(m, marks=pytest.mark.slow if m == "espl" else pytest.mark.extended) for m in method_names()
+]
+"""`espl` (policy, trainer and reflector all exercised) runs in CI; the other methods reuse the
+same parts and run in the extended tier."""
+
+
+@pytest.mark.parametrize("method", EMBEDDED_TIERS)
 def test_one_iteration_with_the_embedded_model_as_policy_and_reflector(method: str, tmp_path: Path) -> None:
     config = _config(method, model="smollm2-135m", **{"policy.max_tokens": 48, "evolution.reflector.max_tokens": 48})
     summary = run_training(config, RunDir(tmp_path / method))
