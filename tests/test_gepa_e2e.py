@@ -49,6 +49,7 @@ def _check_run_dir(run_dir: RunDir, config) -> dict:
     return summary
 
 
+@pytest.mark.slow
 def test_gepa_on_gsm8k_spends_the_training_budget_of_evolution(tmp_path: Path) -> None:
     config = _config("gepa", "gsm8k")
     run_training(config, RunDir(tmp_path / "gepa"))
@@ -59,6 +60,7 @@ def test_gepa_on_gsm8k_spends_the_training_budget_of_evolution(tmp_path: Path) -
     assert set(summary) >= set(evolution)
 
 
+@pytest.mark.slow
 def test_gepa_on_hotpotqa_reflects_on_search_feedback(tmp_path: Path) -> None:
     # One search per episode and short turns keep the tiny model's episodes brief.
     config = _config("gepa", "hotpotqa", "tiny-random", "env.kwargs={max_searches=1}", "policy.max_tokens=24", "eval_limit=1")
