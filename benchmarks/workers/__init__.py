@@ -1,0 +1,1 @@
+"""Subprocess workers for the comparison benchmarks (one side of a comparison per process)."""
