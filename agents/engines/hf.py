@@ -21,7 +21,7 @@ base seed comes from torch's global RNG (so `torch.manual_seed` makes runs repea
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.chat import render_prompt_ids
+from agents.engines.prompts import prompt_token_ids
 from agents.engine import Adapter, Completion, Prompt, SamplingParams
 from agents.engines.sampling import LOGPROBS_MODES, LogprobsMode, choose_tokens
 from agents.engines.stopping import StopScanner
@@ -148,20 +148,9 @@ class HFEngine:
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids for a token prompt (validated) or a conversation (chat template applied)."""
-        if not isinstance(prompt, Sequence) or isinstance(prompt, (str, bytes)) or not prompt:
-            raise ValueError("a prompt is a non-empty list of token ids or of chat messages")
-        if all(isinstance(item, Mapping) for item in prompt):
-            ids = render_prompt_ids(self._tokenizer, prompt)  # type: ignore[arg-type]
-        elif all(isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in prompt):
-            ids = [int(item) for item in prompt]  # type: ignore[arg-type]
-        else:
-            raise ValueError("a prompt mixes token ids and messages, or holds other items")
         vocab = self._model.get_input_embeddings().num_embeddings
-        if any(not 0 <= token < vocab for token in ids):
-            raise ValueError(f"token id outside the vocabulary [0, {vocab})")
-        if self.max_positions is not None and len(ids) >= self.max_positions:
-            raise ValueError(f"prompt of {len(ids)} tokens leaves no room under {self.max_positions} positions")
-        return ids
+        limit = f"{self.max_positions} positions"
+        return prompt_token_ids(prompt, self._tokenizer, vocab_size=vocab, max_length=self.max_positions, limit=limit)
 
     @staticmethod
     def _check_params(params: SamplingParams) -> None:

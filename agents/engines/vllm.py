@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from agents.chat import render_prompt_ids
+from agents.engines.prompts import prompt_token_ids
 from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
 from agents.engines import vllm_env
 from agents.models import DEFAULT_MODEL, load_tokenizer, resolve
@@ -151,19 +151,8 @@ class VLLMEngine:
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids for a token prompt (validated) or a conversation (chat template applied)."""
-        if not isinstance(prompt, Sequence) or isinstance(prompt, (str, bytes)) or not prompt:
-            raise ValueError("a prompt is a non-empty list of token ids or of chat messages")
-        if all(isinstance(item, Mapping) for item in prompt):
-            ids = render_prompt_ids(self._tokenizer, prompt)  # type: ignore[arg-type]
-        elif all(isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in prompt):
-            ids = [int(item) for item in prompt]  # type: ignore[arg-type]
-        else:
-            raise ValueError("a prompt mixes token ids and messages, or holds other items")
-        if any(not 0 <= token < self.vocab_size for token in ids):
-            raise ValueError(f"token id outside the vocabulary [0, {self.vocab_size})")
-        if len(ids) >= self.max_model_len:
-            raise ValueError(f"prompt of {len(ids)} tokens leaves no room under max_model_len={self.max_model_len}")
-        return ids
+        limit = f"max_model_len={self.max_model_len}"
+        return prompt_token_ids(prompt, self._tokenizer, vocab_size=self.vocab_size, max_length=self.max_model_len, limit=limit)
 
     # -- adapters --------------------------------------------------------------------------
 
