@@ -27,7 +27,7 @@ from espl.rl.ema import ema_update_
 from espl.rl.kl import k3_kl, sampling_topk_ids, topk_reverse_kl_from_logits
 from espl.rl.lora import ANCHOR, POLICY, adapter_tensors, attach_lora, publish_adapter
 from espl.rl.losses import LossInputs, make_loss
-from espl.rl.settings import KLSettings, TrainerConfig
+from espl.rl.settings import TrainerConfig
 
 
 class LoRATrainer:
