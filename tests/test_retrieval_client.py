@@ -27,7 +27,7 @@ def reply(documents: list[list[tuple[str, str, float]]]) -> dict:
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     recorded: list[float] = []
-    monkeypatch.setattr(client_module.time, "sleep", recorded.append)
+    monkeypatch.setattr(client_module, "_sleep", recorded.append)
     return recorded
 
 
