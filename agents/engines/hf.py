@@ -33,6 +33,7 @@ from agents.engines.prompts import prompt_token_ids
 from agents.engine import Adapter, Completion, Prompt, SamplingParams
 from agents.engines.sampling import LOGPROBS_MODES, LogprobsMode, choose_tokens
 from agents.engines.stopping import StopScanner
+from agents.engines.turn_cache import DEFAULT_MAX_BYTES, TurnCache, seed_cache, supports_reuse, weights_key
 from agents.models import DEFAULT_MODEL, load_model, load_tokenizer
 
 
@@ -61,7 +62,8 @@ class HFEngine:
     `model` is a model name or folder (loaded here with `dtype` on `device`) or an already
     loaded model, optionally a peft model, used as is (then `tokenizer` is required and
     `dtype`/`device` are ignored). `max_batch_size` caps the sequences (prompts x n) decoded
-    together.
+    together. `turn_cache_bytes` bounds the keys/values kept from one call for the next turn
+    of the same conversations (`agents.engines.turn_cache`; 0 turns reuse off).
     """
 
     name = "hf"
@@ -75,6 +77,7 @@ class HFEngine:
         device: str = "cpu",
         max_batch_size: int = 32,
         logprobs_mode: LogprobsMode = "scaled",
+        turn_cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -90,6 +93,7 @@ class HFEngine:
         self.max_batch_size = max_batch_size
         self.logprobs_mode: LogprobsMode = logprobs_mode
         self._adapter_versions: dict[str, int] = {}
+        self.turn_cache = TurnCache(turn_cache_bytes)
         config = self._model.config
         self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
         self.eos_ids = self._eos_ids()
@@ -132,6 +136,9 @@ class HFEngine:
             rows.extend(self._row(index, sample, ids, params, base_seed) for sample in range(params.n))
         rows.sort(key=lambda row: len(row.prompt_ids), reverse=True)
         with self._adapter_scope(adapter), self._inference_scope():
+            if self.turn_cache.enabled:
+                identity = None if adapter is None else (adapter.name, adapter.version)
+                self.turn_cache.begin(weights_key(self._model, identity))
             for start in range(0, len(rows), self.max_batch_size):
                 batch = rows[start : start + self.max_batch_size]
                 try:
@@ -139,6 +146,7 @@ class HFEngine:
                 except RuntimeError as error:  # e.g. out of memory: fail these rows, keep the rest
                     for row in batch:
                         row.result = Completion.failed(f"generation failed: {error}")
+            self.turn_cache.finish()
         for row in sorted(rows, key=lambda r: (r.prompt, r.sample)):
             assert row.result is not None
             results[row.prompt].append(row.result)
@@ -180,18 +188,31 @@ class HFEngine:
     # -- the sampling loop -----------------------------------------------------------------
 
     def _generate_batch(self, rows: list[_Row], params: SamplingParams) -> None:
-        """Prefill the left-padded batch, then decode one token per step until every row ends."""
+        """Prefill the left-padded batch, then decode one token per step until every row ends.
+
+        Rows that continue a sequence of the previous call start from its kept keys/values and
+        prefill only their new tokens (layout ``[pad, reused, pad, new]``, see `turn_cache`).
+        """
         from transformers import DynamicCache
 
         device = self.device
-        width = max(len(row.prompt_ids) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long, device=device)
-        attention = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids, device=device)
-            attention[i, width - len(row.prompt_ids) :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self._model.config)
+        reuse = self.turn_cache.enabled and supports_reuse(cache)
+        reused = [self.turn_cache.lookup(row.prompt_ids) if reuse else None for row in rows]
+        past = max((entry.length for entry in reused if entry is not None), default=0)
+        new_ids = [row.prompt_ids[entry.length if entry is not None else 0 :] for row, entry in zip(rows, reused)]
+        width = max(len(ids) for ids in new_ids)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long, device=device)
+        attention = torch.zeros((len(rows), past + width), dtype=torch.long, device=device)
+        for i, (ids, entry) in enumerate(zip(new_ids, reused)):
+            input_ids[i, width - len(ids) :] = torch.tensor(ids, device=device)
+            attention[i, past + width - len(ids) :] = 1
+            if entry is not None:
+                attention[i, past - entry.length : past] = 1
+                self.turn_cache.reused_tokens += entry.length
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        if past:
+            seed_cache(cache, reused, past)
         active = list(rows)
         while active:
             logits = self._model(
@@ -211,6 +232,8 @@ class HFEngine:
             )
             keep = [i for i, (row, token, logprob) in enumerate(zip(active, tokens.tolist(), logprobs.tolist()))
                     if not self._advance(row, token, logprob)]
+            if reuse and len(keep) < len(active):
+                self._keep_finished(active, keep, cache, attention)
             if not keep:
                 break
             if len(keep) < len(active):
@@ -221,6 +244,14 @@ class HFEngine:
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
             positions = positions[:, -1:] + 1
             input_ids = tokens[:, None]
+
+    def _keep_finished(self, active: list[_Row], keep: list[int], cache: Any, attention: torch.Tensor) -> None:
+        """Hand the rows that just finished to the turn cache (all but their last token is cached)."""
+        still = set(keep)
+        for i, row in enumerate(active):
+            if i not in still:
+                columns = attention[i].nonzero().squeeze(-1)
+                self.turn_cache.keep(row.prompt_ids + row.token_ids[:-1], cache, i, columns)
 
     def _advance(self, row: _Row, token: int, logprob: float) -> bool:
         """Record one sampled token; True (and `row.result` set) when the row has finished."""
