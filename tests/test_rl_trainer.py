@@ -52,7 +52,7 @@ def _grads(trainer: LoRATrainer) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("loss", ["reinforce", "grpo", "cispo", "dr_grpo"])
 def test_micro_batching_gives_the_full_batch_gradient(base_model, loss: str) -> None:
     trajectories, keys = _trajectories(12)
-    grads = []
+    grads, stats = [], []
     for micro in (12, 5, 1):
         torch.manual_seed(0)
         config = TrainerConfig(loss=loss, micro_batch_size=micro, lora=SMALL_LORA, lr=0.0, grad_clip=1e9)
@@ -61,8 +61,12 @@ def test_micro_batching_gives_the_full_batch_gradient(base_model, loss: str) -> 
             for name, tensor in adapter_tensors(trainer.model, POLICY).items():
                 if "lora_B" in name:
                     tensor.normal_(std=0.02)
-        trainer.step(trajectories, keys)
+        stats.append(trainer.step(trajectories, keys))
         grads.append(_grads(trainer))
+    # The reported stats do not depend on the micro-batching either (means stay means).
+    for key in ("loss", "pg_loss", "ratio_mean", "ratio_max", "ratio_min", "approx_kl", "advantage_mean", "num_tokens"):
+        for other in stats[1:]:
+            assert other[key] == pytest.approx(stats[0][key], rel=1e-4, abs=1e-6), key
     scale = max(g.abs().max() for g in grads[0].values())
     assert scale > 0
     for other in grads[1:]:

@@ -76,8 +76,8 @@ class LoRATrainer:
             output = self._micro_loss(batch)
             weight = _micro_weight(self.loss.aggregation, batch.mask, totals)
             (output.loss * weight).backward()
-            for key, value in output.stats.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * weight
+            token_share = float(batch.mask.sum()) / max(totals["tokens"], 1)
+            _accumulate_stats(sums, output.stats, loss_weight=weight, token_share=token_share)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
         self.optimizer.step()
         self.model.eval()
@@ -144,6 +144,27 @@ class _adapter:
         # set_adapter marks only the active adapter trainable; keep the anchor frozen.
         for tensor in adapter_tensors(self.model, ANCHOR).values():
             tensor.requires_grad_(False)
+
+
+LOSS_STATS = frozenset({"loss", "pg_loss", "kl_loss"})
+"""Stats that add up across micro-batches like the loss does (with its weights)."""
+
+
+def _accumulate_stats(sums: dict[str, float], stats: dict[str, Tensor], *, loss_weight: float, token_share: float) -> None:
+    """Fold one micro-batch's stats into the step's: loss terms as the loss, extremes as
+    extremes, counts as sums and per-token means weighted by the micro-batch's tokens."""
+    for key, tensor in stats.items():
+        value = float(tensor)
+        if key in LOSS_STATS:
+            sums[key] = sums.get(key, 0.0) + value * loss_weight
+        elif key.endswith("_max"):
+            sums[key] = max(sums.get(key, value), value)
+        elif key.endswith("_min"):
+            sums[key] = min(sums.get(key, value), value)
+        elif key.startswith("num_"):
+            sums[key] = sums.get(key, 0.0) + value
+        else:
+            sums[key] = sums.get(key, 0.0) + value * token_share
 
 
 def _normalisers(trajectories: Sequence[Trajectory]) -> dict[str, int]:
