@@ -16,6 +16,9 @@ from agents.chat import render_prompt_ids
 from agents.engine import Adapter, SamplingParams
 from agents.engines.hf import HFEngine
 from agents.models import load_tokenizer
+from agents.rollout import Episode, RolloutConfig, RolloutDriver
+from envs import registry
+from envs.retrieval.local import ensure_local_server
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Name a colour."}],
@@ -114,3 +117,16 @@ def test_the_byte_budget_bounds_what_is_kept(tokenizer: Any) -> None:
     longer = [p + g[0].token_ids + REPLY for p, g in zip(prompts, first)]
     engine.generate(longer, params, adapter=Adapter(name="policy"))
     assert engine.turn_cache.reused_tokens == 0
+
+
+def test_a_search_rollout_reuses_its_turns_and_releases_them_at_the_end(tokenizer: Any) -> None:
+    """Through the rollout driver and a real retrieval server: each turn continues the last."""
+    reusing, _ = engines(tokenizer)
+    url = ensure_local_server()
+    env_factory = lambda: registry.make("hotpotqa", split="test", retriever_url=url, tokenizer=tokenizer)  # noqa: E731
+    driver = RolloutDriver(reusing, env_factory, RolloutConfig(sampling=SamplingParams(max_tokens=8), max_turns=3))
+    tasks = driver.envs(1)[0].tasks[:2]
+    trajectories = driver.run([Episode(t, None, "p0", s) for t in tasks for s in range(2)], Adapter(name="policy"), seed=1)
+    assert all(len(t.turns) > 1 for t in trajectories)  # random text: corrective replies, more turns
+    assert reusing.turn_cache.reused_tokens >= sum(t.turns[1].start for t in trajectories) - len(trajectories)
+    assert reusing.turn_cache.kept_sequences == 0

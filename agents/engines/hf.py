@@ -115,7 +115,12 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self._model.parameters()).device
 
+    def release_turns(self) -> None:
+        """Free the keys/values kept for a next turn: the caller's conversations have ended."""
+        self.turn_cache.clear()
+
     def close(self) -> None:
+        self.turn_cache.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

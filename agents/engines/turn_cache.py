@@ -74,6 +74,10 @@ class TurnCache:
         """End a call: what this call kept replaces what the previous one kept."""
         self._kept, self._next, self._next_bytes = self._next, {}, 0
 
+    @property
+    def kept_sequences(self) -> int:
+        return len(self._kept)
+
     def clear(self) -> None:
         self._weights, self._kept, self._next, self._next_bytes = None, {}, {}, 0
 
