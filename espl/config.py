@@ -69,6 +69,12 @@ class EvolutionConfig:
     eval_prompt: str = "best"  # best (mu - 2 sigma) | newest (the paper's code)
     crossover_probability: float = 0.2
     reflect_on_failures: bool = False
+    max_problems: int | None = None
+    """Mutation reflects on at most this many mixed problems (None: all, as in the paper)."""
+    max_rollouts_per_problem: int | None = None
+    """Mutation summarises at most this many rollouts per problem, successes and failures
+    alternating (None: all). The summaries are most of the reflector's tokens: on CPU, where
+    the reflector is the policy's own small model, capping them keeps reflection affordable."""
     initial_principles: list[str] = field(default_factory=list)
     reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
 

@@ -91,7 +91,12 @@ class TrainingLoop:
         self.strategy = make_strategy(evolution.selection)
         self.reflector = factory.build_reflector(evolution.reflector, self.policy, config.seed) if self.method.mutates else None
         limits = PromptLimits()
-        self.mutation_config = MutationConfig(reflect_on_failures=evolution.reflect_on_failures, limits=limits)
+        self.mutation_config = MutationConfig(
+            reflect_on_failures=evolution.reflect_on_failures,
+            max_problems=evolution.max_problems,
+            max_rollouts_per_problem=evolution.max_rollouts_per_problem,
+            limits=limits,
+        )
         self.crossover_config = CrossoverConfig(limits=limits)
         self._resume_or_start()
 

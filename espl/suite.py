@@ -157,6 +157,23 @@ def expand(suite: Suite, root: str | Path = DEFAULT_ROOT) -> list[RunSpec]:
     ]
 
 
+def with_new_defaults(stored: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A stored config plus every setting added to `RunConfig` since, at its default value.
+
+    A run made before a setting existed behaved as that setting's default does, so it is not
+    stale merely for being older; it is stale if the suite asks for another value.
+    """
+    if defaults is None:
+        defaults = json.loads(json.dumps(RunConfig().to_dict(), default=str))
+    merged = dict(stored)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = with_new_defaults(merged[key], value)
+    return merged
+
+
 def run_status(spec: RunSpec) -> RunStatus:
     config_file = spec.run_dir / CONFIG
     if not config_file.exists():
@@ -165,7 +182,7 @@ def run_status(spec: RunSpec) -> RunStatus:
         stored = json.loads(config_file.read_text())
     except json.JSONDecodeError:
         return RunStatus.STALE
-    if stored != spec.expected_config():
+    if with_new_defaults(stored) != spec.expected_config():
         return RunStatus.STALE
     if (spec.run_dir / SUMMARY).exists():
         return RunStatus.FINISHED

@@ -124,3 +124,12 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
     rollouts_b = (killed_dir / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts_a) == len(rollouts_b)
     assert [json.loads(l)["token_ids"] for l in rollouts_a] == [json.loads(l)["token_ids"] for l in rollouts_b]
+
+
+def test_evolution_caps_reach_the_mutation_operator(tmp_path: Path) -> None:
+    from espl.loop import TrainingLoop
+
+    config = _config("espl", **{"evolution.max_problems": 3, "evolution.max_rollouts_per_problem": 2})
+    loop = TrainingLoop(config, RunDir(tmp_path / "run"))
+    assert (loop.mutation_config.max_problems, loop.mutation_config.max_rollouts_per_problem) == (3, 2)
+    assert load_config("smoke").evolution.max_rollouts_per_problem is None  # the paper's rule by default

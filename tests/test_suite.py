@@ -10,7 +10,7 @@ import pytest
 
 from espl.cli import main
 from espl.commands.compare import move_aside
-from espl.suite import RunStatus, SuiteError, config_diff, expand, load_suite, parse_suite, plan
+from espl.suite import RunStatus, SuiteError, config_diff, expand, load_suite, parse_suite, plan, run_status
 
 SUITES = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
 
@@ -126,6 +126,19 @@ def test_plan_tells_finished_partial_missing_and_stale(tmp_path: Path) -> None:
         "gsm8k--espl--seed0": RunStatus.PARTIAL, "gsm8k--espl--seed1": RunStatus.STALE,
     }
     assert config_diff(espl1.expected_config(), stale) == ["iterations: 9 -> 1"]
+
+
+def test_a_run_older_than_a_setting_is_stale_only_if_the_suite_wants_another_value(tmp_path: Path) -> None:
+    suite = parse_suite(_suite())
+    base0, *_ = expand(suite, tmp_path)
+    _finish(base0)
+    older = base0.expected_config()
+    del older["evolution"]["max_problems"]  # recorded before the setting existed
+    (base0.run_dir / "config.json").write_text(json.dumps(older))
+    assert run_status(base0) is RunStatus.FINISHED
+    wanting = parse_suite(_suite(overrides={**_suite()["overrides"], "evolution.max_problems": 2}))
+    spec = expand(wanting, tmp_path)[0]
+    assert spec.run_dir == base0.run_dir and run_status(spec) is RunStatus.STALE
 
 
 def test_compare_dry_run_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
