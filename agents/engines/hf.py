@@ -29,11 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.engines.prompts import prompt_token_ids
 from agents.engine import Adapter, Completion, Prompt, SamplingParams
+from agents.engines.prompts import prompt_token_ids
 from agents.engines.sampling import LOGPROBS_MODES, LogprobsMode, choose_tokens
 from agents.engines.stopping import StopScanner
-from agents.engines.turn_cache import DEFAULT_MAX_BYTES, TurnCache, seed_cache, supports_reuse, weights_key
+from agents.engines.turn_cache import (
+    DEFAULT_MAX_BYTES,
+    TurnCache,
+    seed_cache,
+    supports_reuse,
+    weights_key,
+)
 from agents.models import DEFAULT_MODEL, load_model, load_tokenizer
 
 

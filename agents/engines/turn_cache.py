@@ -27,7 +27,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 DEFAULT_MAX_BYTES = 2 << 30
@@ -85,9 +84,9 @@ class TurnCache:
         """The longest kept prefix of `prompt_ids`, cut to leave at least one token to prefill."""
         best: Reused | None = None
         for key, entry in self._kept.items():
-            if len(key) < len(prompt_ids) and (best is None or entry.length > best.length):
-                if tuple(prompt_ids[: len(key)]) == key:
-                    best = entry
+            longer = best is None or entry.length > best.length
+            if longer and len(key) < len(prompt_ids) and tuple(prompt_ids[: len(key)]) == key:
+                best = entry
         return best
 
     def keep(self, token_ids: Sequence[int], cache: Any, row: int, columns: Tensor) -> None:
