@@ -64,6 +64,7 @@ def test_local_server_is_started_once_on_the_builtin_corpus(tmp_path: Path, monk
     from envs.retrieval import local
 
     monkeypatch.setenv("ESPL_BENCH_CACHE", str(tmp_path / "cache"))
+    local.stop_local_servers()  # an earlier test's server would be reused, skipping the index build
     url = local.ensure_local_server()
     try:
         assert url.startswith("http://127.0.0.1:")
