@@ -59,6 +59,8 @@ def test_apply_defaults_never_overrides_the_user() -> None:
 @pytest.fixture(scope="module")
 def vllm_engine() -> Any:
     pytest.importorskip("vllm")
+    import numba  # noqa: F401 - loaded first, as in a process already serving bm25s retrieval (see vllm_compat)
+
     from agents.engines.vllm import VLLMEngine
 
     engine = VLLMEngine(MODEL, dtype="float32", kv_cache_gib=1, max_model_len=2048, max_lora_rank=LORA_RANK)

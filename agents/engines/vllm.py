@@ -39,7 +39,7 @@ import numpy as np
 
 from agents.engines.prompts import prompt_token_ids
 from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
-from agents.engines import vllm_env
+from agents.engines import vllm_compat, vllm_env
 from agents.models import DEFAULT_MODEL, load_tokenizer, resolve
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class VLLMEngine:
         if enable_lora:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
         options.update(llm_kwargs)
+        vllm_compat.guard_kernel_rebinding()
         self._llm = LLM(**options)
         self._tokenizer = load_tokenizer(self.model_path)
         model_config = self._llm.llm_engine.model_config
