@@ -21,6 +21,7 @@ suite changed since it ran.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,12 @@ def expand(suite: Suite, root: str | Path = DEFAULT_ROOT) -> list[RunSpec]:
     ]
 
 
+@functools.cache
+def _default_settings() -> dict[str, Any]:
+    """`RunConfig()` as `config.json` stores it (read-only; computed once)."""
+    return json.loads(json.dumps(RunConfig().to_dict(), default=str))
+
+
 def with_new_defaults(stored: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A stored config plus every setting added to `RunConfig` since, at its default value.
 
@@ -164,7 +171,7 @@ def with_new_defaults(stored: Mapping[str, Any], defaults: Mapping[str, Any] | N
     stale merely for being older; it is stale if the suite asks for another value.
     """
     if defaults is None:
-        defaults = json.loads(json.dumps(RunConfig().to_dict(), default=str))
+        defaults = _default_settings()
     merged = dict(stored)
     for key, value in defaults.items():
         if key not in merged:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import test_engine_hf
 import torch
 from test_engine_hf import sharpened_tiny_model, with_lora
 
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, SamplingParams
 from agents.engines.hf import HFEngine
-from agents.models import load_tokenizer
 from agents.rollout import Episode, RolloutConfig, RolloutDriver
 from envs import registry
 from envs.retrieval.local import ensure_local_server
@@ -25,20 +25,10 @@ CONVERSATIONS = [
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is two plus three? Think first."}],
     [{"role": "user", "content": "Write one word about rivers and one about mountains."}],
 ]
+one_thread = test_engine_hf.one_thread  # the same fixtures as the engine's own tests
+tokenizer = test_engine_hf.tokenizer
+
 REPLY = [220, 1022, 1103, 30, 411]  # tokens the "environment" appends after each turn
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    return load_tokenizer("tiny-random")
 
 
 def engines(tokenizer: Any) -> tuple[HFEngine, HFEngine]:
@@ -123,7 +113,7 @@ def test_a_search_rollout_reuses_its_turns_and_releases_them_at_the_end(tokenize
     """Through the rollout driver and a real retrieval server: each turn continues the last."""
     reusing, _ = engines(tokenizer)
     url = ensure_local_server()
-    env_factory = lambda: registry.make("hotpotqa", split="test", retriever_url=url, tokenizer=tokenizer)  # noqa: E731
+    env_factory = lambda: registry.make("hotpotqa", split="test", retriever_url=url, tokenizer=tokenizer)
     driver = RolloutDriver(reusing, env_factory, RolloutConfig(sampling=SamplingParams(max_tokens=8), max_turns=3))
     tasks = driver.envs(1)[0].tasks[:2]
     trajectories = driver.run([Episode(t, None, "p0", s) for t in tasks for s in range(2)], Adapter(name="policy"), seed=1)

@@ -82,12 +82,12 @@ class TurnCache:
 
     def lookup(self, prompt_ids: Sequence[int]) -> Reused | None:
         """The longest kept prefix of `prompt_ids`, cut to leave at least one token to prefill."""
-        best: Reused | None = None
-        for key, entry in self._kept.items():
-            longer = best is None or entry.length > best.length
-            if longer and len(key) < len(prompt_ids) and tuple(prompt_ids[: len(key)]) == key:
-                best = entry
-        return best
+        for length in sorted({len(key) for key in self._kept}, reverse=True):
+            if length < len(prompt_ids):
+                entry = self._kept.get(tuple(prompt_ids[:length]))
+                if entry is not None:
+                    return entry
+        return None
 
     def keep(self, token_ids: Sequence[int], cache: Any, row: int, columns: Tensor) -> None:
         """Keep row `row` of a live cache, restricted to its real (unpadded) `columns`."""
