@@ -75,6 +75,9 @@ class EvolutionConfig:
     """Mutation summarises at most this many rollouts per problem, successes and failures
     alternating (None: all). The summaries are most of the reflector's tokens: on CPU, where
     the reflector is the policy's own small model, capping them keeps reflection affordable."""
+    verbatim_words: int = 80
+    """Mutation passes a rollout transcript of at most this many words to the critique as it is,
+    instead of asking the reflector to summarise it (0: summarise every rollout, as in the paper)."""
     initial_principles: list[str] = field(default_factory=list)
     reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
 

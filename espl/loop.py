@@ -95,6 +95,7 @@ class TrainingLoop:
             reflect_on_failures=evolution.reflect_on_failures,
             max_problems=evolution.max_problems,
             max_rollouts_per_problem=evolution.max_rollouts_per_problem,
+            verbatim_words=evolution.verbatim_words,
             limits=limits,
         )
         self.crossover_config = CrossoverConfig(limits=limits)

@@ -45,7 +45,7 @@ def test_mutation_with_the_tiny_model(reflector: Reflector):
         trajectory("t1", 0.0, parent.id, reply="The answer is 5."),
     ]
     before = reflector.usage.copy()
-    config = MutationConfig(summary_tokens=16, critique_tokens=24, plan_tokens=24)
+    config = MutationConfig(summary_tokens=16, critique_tokens=24, plan_tokens=24, verbatim_words=0)
     result = mutate(parent, rollouts, reflector, step=1, new_id=population.new_id, config=config)
     check(result)
     assert result.usage.calls >= 2 and result.usage.batches >= 1  # at least the summaries ran

@@ -4,6 +4,8 @@ Four stages, each one batched `generate` call at most:
 
 1. Summaries. Every rollout of a problem with mixed outcomes under this prompt (some samples
    right, some wrong) is summarised: approach, where it went right or wrong, what decided it.
+   A transcript no longer than the summary would be (`verbatim_words`) goes on as it is: a
+   summary cannot compress it, and on CPU this stage is most of the reflector's time.
 2. Critiques. Per mixed problem, the reflector sees the principles and that problem's
    summaries split into successes and failures, and proposes at most two `add` / `modify`
    edits as JSON.
@@ -58,6 +60,8 @@ class MutationConfig:
     transcript_chars: int = 2400
     summary_chars: int = 600
     summary_words: int = 80
+    verbatim_words: int = 80
+    """Transcripts of at most this many words skip the summary call (0: summarise all)."""
     summary_tokens: int = 192
     critique_tokens: int = 384
     plan_tokens: int = 768
@@ -96,7 +100,7 @@ def mutate(
     if not problems:
         return finish(None, reason)
 
-    _summarise(problems, reflector, config, notes)
+    trace["verbatim"] = _summarise(problems, reflector, config, notes)
     problems = [p for p in problems if p.summaries]
     trace["summaries"] = sum(len(p.summaries) for p in problems)
     if not problems:
@@ -163,16 +167,38 @@ def _interleave(group: ProblemRollouts, threshold: float, cap: int | None) -> li
 # -- stage 1: summaries ------------------------------------------------------------------------
 
 
-def _summarise(problems: list[_Problem], reflector: ReflectorLike, config: MutationConfig, notes: list[str]) -> None:
-    jobs: list[tuple[_Problem, Trajectory]] = [(p, t) for p in problems for t in p.picked]
-    conversations = [_summary_conversation(p.group, t, config) for p, t in jobs]
-    replies = ask_safely(reflector, conversations, max_tokens=config.summary_tokens)
-    for (problem, trajectory), reply in zip(jobs, replies):
-        text = clean_for_prompt(reply.text, config.summary_chars) if reply.ok else ""
-        if not text:
-            notes.append(f"summary of a rollout of {problem.group.task_id} missing: {reply.error or 'empty reply'}")
-            continue
+def _summarise(problems: list[_Problem], reflector: ReflectorLike, config: MutationConfig, notes: list[str]) -> int:
+    """Fill each problem's summaries (in rollout order); returns how many went on verbatim."""
+    jobs: list[tuple[_Problem, Trajectory, str | None]] = []
+    for problem in problems:
+        for trajectory in problem.picked:
+            jobs.append((problem, trajectory, _verbatim(trajectory, config)))
+    asked = [(p, t) for p, t, verbatim in jobs if verbatim is None]
+    replies = iter(ask_safely(reflector, [_summary_conversation(p.group, t, config) for p, t in asked],
+                              max_tokens=config.summary_tokens))
+    for problem, trajectory, verbatim in jobs:
+        if verbatim is None:
+            reply = next(replies)
+            text = clean_for_prompt(reply.text, config.summary_chars) if reply.ok else ""
+            if not text:
+                notes.append(f"summary of a rollout of {problem.group.task_id} missing: {reply.error or 'empty reply'}")
+                continue
+        else:
+            text = verbatim
         problem.summaries.append((trajectory.reward >= config.success_threshold, text))
+    return len(jobs) - len(asked)
+
+
+def _verbatim(trajectory: Trajectory, config: MutationConfig) -> str | None:
+    """The transcript itself, with the parsed answer of a failure, when it is short enough."""
+    transcript = transcript_of(trajectory)
+    if not transcript.strip() or len(transcript.split()) > config.verbatim_words:
+        return None
+    text = clean_for_prompt(transcript, config.summary_chars)
+    prediction = prediction_of(trajectory)
+    if prediction is not None and trajectory.reward < config.success_threshold:
+        text += f" (final answer read as: {clean_for_prompt(prediction, 200)})"
+    return text
 
 
 def _summary_conversation(
