@@ -97,6 +97,7 @@ def test_mutation_runs_three_batched_stages_and_applies_the_plan():
     assert len(engine.calls) == 3
     assert [len(call[0]) for call in engine.calls] == [5, 2, 1]
     assert [call[1].max_tokens for call in engine.calls] == [111, 222, 333]
+    assert [call[1].stop for call in engine.calls] == [(), templates.JSON_BLOCK_END, templates.JSON_BLOCK_END]
     assert all(call[2] is None for call in engine.calls)  # the frozen base model
 
     summaries = engine.user_texts(0)

@@ -118,6 +118,26 @@ def test_ask_safely_guards_other_reflector_implementations():
     assert [r.ok for r in ask_safely(Short(), [conv("a"), conv("b"), conv("c")])] == [True, False, False]
 
 
+def test_stage_stop_strings_join_the_sampling_stops_for_one_call_only():
+    engine = ScriptedEngine([constant("a"), constant("b")])
+    reflector = Reflector(engine, SamplingParams(max_tokens=9, stop=("END",)))
+    reflector.ask_many([conv("a")], stop=("]\n```", "END"))
+    reflector.ask_many([conv("b")])
+    assert engine.calls[0][1].stop == ("END", "]\n```") and engine.calls[1][1].stop == ("END",)
+
+
+def test_ask_safely_passes_stop_strings_only_to_implementations_that_get_some():
+    class NoStop:  # written before `stop` existed
+        usage = ReflectorUsage()
+
+        def ask_many(self, conversations, *, max_tokens=None):
+            return [ReflectorReply(text="x", ok=True) for _ in conversations]
+
+    assert [r.ok for r in ask_safely(NoStop(), [conv("a")])] == [True]
+    assert [r.ok for r in ask_safely(NoStop(), [conv("a")], stop=("]",))] == [False]  # it cannot honour them
+    assert [r.ok for r in ask_safely(Reflector(ScriptedEngine([constant("y")])), [conv("a")], stop=("]",))] == [True]
+
+
 def test_usage_arithmetic():
     total = ReflectorUsage(calls=5, prompt_tokens=100, completion_tokens=40, failed_calls=1, batches=2)
     before = total.copy()

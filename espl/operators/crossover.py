@@ -85,7 +85,8 @@ def crossover(
         return finish(None, "no other prompt strictly won a problem")
 
     text = _crossover_text(best, others, won, rollouts, config)
-    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.reply_tokens)
+    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.reply_tokens,
+                          stop=templates.JSON_BLOCK_END)
     if not reply.ok:
         return finish(None, f"the crossover call failed: {reply.error}")
     rules = EditRules(

@@ -260,8 +260,9 @@ def _critique(
         overlong=config.overlong,
         max_edits=config.max_edits_per_problem,
     )
+    replies = ask_safely(reflector, conversations, max_tokens=config.critique_tokens, stop=templates.JSON_BLOCK_END)
     proposals: list[tuple[str, Edit]] = []
-    for problem, reply in zip(problems, ask_safely(reflector, conversations, max_tokens=config.critique_tokens)):
+    for problem, reply in zip(problems, replies):
         task = problem.group.task_id
         if not reply.ok:
             notes.append(f"critique of {task} failed: {reply.error}")
@@ -285,7 +286,8 @@ def _plan(
         proposals=templates.bullets([edit.describe() for edit in proposals]),
         max_words=config.max_principle_words,
     )
-    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.plan_tokens)
+    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.plan_tokens,
+                          stop=templates.JSON_BLOCK_END)
     if not reply.ok:
         return [], f"the revision-plan call failed: {reply.error}"
     rules = EditRules(

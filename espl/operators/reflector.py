@@ -99,7 +99,7 @@ class ReflectorLike(Protocol):
     usage: ReflectorUsage
 
     def ask_many(
-        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None
+        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = ()
     ) -> list[ReflectorReply]: ...
 
 
@@ -119,17 +119,21 @@ class Reflector:
         self.usage = ReflectorUsage()
 
     def ask_many(
-        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None
+        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = ()
     ) -> list[ReflectorReply]:
         """One reply per conversation, in order, from a single `generate` call.
 
         `max_tokens` overrides the sampling cap for this stage (summaries need fewer tokens
-        than a revision plan). With a seed in the sampling settings, each batch gets its own
-        seed derived from it, so successive stages do not reuse the same noise.
+        than a revision plan); `stop` adds stop strings (kept at the end of the text), so a
+        stage whose answer has a known end does not pay for the rambling after it. With a
+        seed in the sampling settings, each batch gets its own seed derived from it, so
+        successive stages do not reuse the same noise.
         """
         if not conversations:
             return []
         params = self._params(max_tokens)
+        if stop:
+            params = replace(params, stop=tuple(dict.fromkeys((*params.stop, *stop))))
         prompt_lengths = [self._prompt_tokens(c) for c in conversations]
         try:
             outputs = self.engine.generate(list(conversations), params, self.adapter)
@@ -194,7 +198,8 @@ class Reflector:
 
 
 def ask_safely(
-    reflector: ReflectorLike, conversations: Sequence[Conversation], *, max_tokens: int | None = None
+    reflector: ReflectorLike, conversations: Sequence[Conversation], *, max_tokens: int | None = None,
+    stop: Sequence[str] = (),
 ) -> list[ReflectorReply]:
     """`reflector.ask_many` for any implementation, with a reply per conversation guaranteed.
 
@@ -204,7 +209,8 @@ def ask_safely(
     if not conversations:
         return []
     try:
-        replies = list(reflector.ask_many(conversations, max_tokens=max_tokens))
+        extra = {"stop": tuple(stop)} if stop else {}  # older implementations take no `stop`
+        replies = list(reflector.ask_many(conversations, max_tokens=max_tokens, **extra))
     except Exception as error:
         log.warning("reflector failed: %s: %s", type(error).__name__, error)
         return [ReflectorReply.failed(f"{type(error).__name__}: {error}") for _ in conversations]

@@ -115,6 +115,10 @@ Tasks where set $label was best:
 $tasks"""
 )
 
+JSON_BLOCK_END = ("]\n```",)
+"""Stop strings for the stages that answer with a fenced JSON list: the list and its fence are
+complete, and whatever a small reflector writes after them costs time and is never read."""
+
 NONE_TEXT = "(none)"
 UNKNOWN_GOLD = "(not available)"
 
