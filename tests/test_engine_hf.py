@@ -13,6 +13,7 @@ from engine_contract import CONVERSATIONS, EngineContract, greedy
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, SamplingParams
 from agents.engines import engine_class, list_engines, make_engine
+from agents.engines import hf as hf_engine
 from agents.engines.hf import HFEngine
 from agents.models import load_model, load_tokenizer
 
@@ -125,6 +126,26 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batching(
     assert ids(fresh_engine.generate(prompts[:1], params)) == ids(first)[:1]
     other_seed = SamplingParams(temperature=1.0, max_tokens=8, seed=8, n=2)
     assert ids(fresh_engine.generate(prompts, other_seed)) != ids(first)
+
+
+def test_samples_of_one_prompt_share_its_prefill(
+    fresh_engine: HFEngine, prompts: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = HFEngine(fresh_engine.model, tokenizer=fresh_engine.tokenizer, max_batch_size=8)
+    batch = [prompts[0], prompts[1], prompts[0]]  # a repeated prompt shares too, not only n > 1
+    params = SamplingParams(temperature=1.0, max_tokens=8, seed=5, n=2)
+    shapes: list[tuple[int, ...]] = []
+    hook = engine.model.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    shared = engine.generate(batch, params, adapter=Adapter(name="policy"))
+    hook.remove()
+    assert shapes[0][0] == 2 and shapes[1] == (6, 1)  # two distinct prompts prefilled, six rows decode
+    monkeypatch.setattr(hf_engine, "_distinct_prompts", lambda rows: (list(rows), list(range(len(rows)))))
+    separate = engine.generate(batch, params, adapter=Adapter(name="policy"))
+    for group_a, group_b in zip(shared, separate, strict=True):
+        for a, b in zip(group_a, group_b, strict=True):
+            assert a.token_ids == b.token_ids
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
 def test_unseeded_sampling_follows_torch_manual_seed(fresh_engine: HFEngine, prompts: list[list[int]]) -> None:

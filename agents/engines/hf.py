@@ -62,6 +62,24 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
+def _distinct_prompts(rows: Sequence[_Row]) -> tuple[list[_Row], list[int]]:
+    """One row per distinct prompt, and each row's position in that list.
+
+    Rows with the same prompt ids (the n samples of a prompt, a GRPO group's episodes) are
+    prefilled once and their keys/values copied: n times less prefill for the same result.
+    """
+    position: dict[tuple[int, ...], int] = {}
+    distinct: list[_Row] = []
+    expand: list[int] = []
+    for row in rows:
+        key = tuple(row.prompt_ids)
+        if key not in position:
+            position[key] = len(distinct)
+            distinct.append(row)
+        expand.append(position[key])
+    return distinct, expand
+
+
 class HFEngine:
     """Batched in-process generation with exact token ids and logprobs (see module doc).
 
@@ -203,28 +221,33 @@ class HFEngine:
 
         Rows that continue a sequence of the previous call start from its kept keys/values and
         prefill only their new tokens (layout ``[pad, reused, pad, new]``, see `turn_cache`).
+        Rows with the same prompt are prefilled once (`_distinct_prompts`).
         """
         from transformers import DynamicCache
 
         device = self.device
         cache = DynamicCache(config=self._model.config)
         reuse = self.turn_cache.enabled and supports_reuse(cache)
-        reused = [self.turn_cache.lookup(row.prompt_ids) if reuse else None for row in rows]
+        distinct, expand = _distinct_prompts(rows)
+        reused = [self.turn_cache.lookup(row.prompt_ids) if reuse else None for row in distinct]
         past = max((entry.length for entry in reused if entry is not None), default=0)
-        new_ids = [row.prompt_ids[entry.length if entry is not None else 0 :] for row, entry in zip(rows, reused)]
+        new_ids = [row.prompt_ids[entry.length if entry is not None else 0 :] for row, entry in zip(distinct, reused)]
         width = max(len(ids) for ids in new_ids)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long, device=device)
-        attention = torch.zeros((len(rows), past + width), dtype=torch.long, device=device)
+        input_ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long, device=device)
+        attention = torch.zeros((len(distinct), past + width), dtype=torch.long, device=device)
         for i, (ids, entry) in enumerate(zip(new_ids, reused)):
             input_ids[i, width - len(ids) :] = torch.tensor(ids, device=device)
             attention[i, past + width - len(ids) :] = 1
             if entry is not None:
                 attention[i, past - entry.length : past] = 1
-                self.turn_cache.reused_tokens += entry.length
+        self.turn_cache.reused_tokens += sum(
+            reused[j].length for j in expand if reused[j] is not None  # type: ignore[union-attr]
+        )
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, past:]
         if past:
             seed_cache(cache, reused, past)
         active = list(rows)
+        prefill = len(distinct) < len(rows)
         while active:
             logits = self._model(
                 input_ids=input_ids,
@@ -234,6 +257,11 @@ class HFEngine:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :]
+            if prefill:  # every row takes its own copy of its prompt's keys/values and logits
+                index = torch.tensor(expand, device=device)
+                cache.batch_select_indices(index)
+                logits, attention, positions = logits[index], attention[index], positions[index]
+                prefill = False
             tokens, logprobs = choose_tokens(
                 logits.float(),
                 temperature=params.temperature,
