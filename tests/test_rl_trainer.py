@@ -75,6 +75,68 @@ def test_micro_batching_gives_the_full_batch_gradient(base_model, loss: str) -> 
             torch.testing.assert_close(grads[0][name], other[name], rtol=1e-4, atol=1e-5 * float(scale))
 
 
+def _grouped_trajectories(groups: int, size: int, seed: int = 0) -> tuple[list[Trajectory], list[tuple[str, str]]]:
+    """Groups of `size` multi-turn samples that start with the same prompt, of varied lengths."""
+    rng = random.Random(seed)
+    out, keys = [], []
+    for g in range(groups):
+        prompt = [rng.randrange(100, 5000) for _ in range(rng.randrange(4, 20))]
+        for k in range(size):
+            t = Trajectory("synthetic", f"task{g}", "p0", k)
+            t.append_prompt(prompt)
+            first = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 9))]
+            t.append_sampled(first, [-rng.random() * 3 for _ in first])
+            t.append_env([rng.randrange(100, 5000) for _ in range(3)])
+            second = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 6))]
+            t.append_sampled(second, [-rng.random() * 3 for _ in second])
+            t.reward = float(rng.random() < 0.5)
+            out.append(t)
+            keys.append(("p0", t.task_id))
+    return out, keys
+
+
+@pytest.mark.parametrize(("loss", "kl"), [("grpo", KLSettings()), ("ema_pg", KLSettings(kind="topk", topk=8)),
+                                          ("reinforce", KLSettings(kind="k3", coef=0.1))])
+def test_a_shared_prompt_prefix_gives_the_same_gradient(base_model, loss: str, kl: KLSettings) -> None:
+    trajectories, keys = _grouped_trajectories(groups=3, size=4)
+    trajectories.append(_trajectories(1, seed=5)[0][0])  # a sample with a prompt of its own
+    keys.append(("p0", "lonely"))
+    grads, stats = [], []
+    for share, micro in ((False, 13), (True, 13), (True, 3)):  # 3: groups split across micro-batches
+        torch.manual_seed(0)
+        config = TrainerConfig(loss=loss, kl=kl, micro_batch_size=micro, share_prefix=share, lora=SMALL_LORA,
+                               lr=0.0, grad_clip=1e9)
+        trainer = LoRATrainer(_model(base_model), config)
+        with torch.no_grad():
+            for name, tensor in adapter_tensors(trainer.model, POLICY).items():
+                if "lora_B" in name:
+                    tensor.normal_(std=0.02)
+        stats.append(trainer.step(trajectories, keys))
+        grads.append(_grads(trainer))
+    for key in ("loss", "pg_loss", "num_tokens"):
+        for other in stats[1:]:
+            assert other[key] == pytest.approx(stats[0][key], rel=1e-4, abs=1e-6), key
+    scale = max(g.abs().max() for g in grads[0].values())
+    assert scale > 0
+    for other in grads[1:]:
+        for name in grads[0]:
+            torch.testing.assert_close(grads[0][name], other[name], rtol=1e-4, atol=1e-5 * float(scale))
+
+
+def test_micro_batches_run_each_shared_prompt_once() -> None:
+    from espl.rl.batching import micro_batches
+
+    trajectories, _ = _grouped_trajectories(groups=2, size=4)
+    batches = list(micro_batches(trajectories, [1.0] * 8, 8, pad_id=0))
+    assert len(batches) == 1 and batches[0].prefix is not None
+    prefix = batches[0].prefix
+    assert prefix.input_ids.shape[0] == 2 and sorted(prefix.rows.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
+    policy_tokens = sum(sum(t.loss_mask[1:]) for t in trajectories)
+    assert int(batches[0].mask.sum()) == policy_tokens  # every policy token is still a target
+    plain = list(micro_batches(trajectories, [1.0] * 8, 8, pad_id=0, share_prefix=False))
+    assert plain[0].prefix is None and plain[0].input_ids.shape[1] > batches[0].input_ids.shape[1]
+
+
 def test_all_zero_groups_skip_the_update(base_model) -> None:
     trajectories, keys = _trajectories(8)
     for t in trajectories:

@@ -3,7 +3,8 @@
 Position t of a sequence predicts token t+1, so a trajectory of L ids gives L-1 targets; the
 loss mask and the sampling logprobs shift with them. Logits are computed only at masked
 (policy) positions: the [B, T, V] logits tensor of a full forward would dominate memory
-for a 49k-token vocabulary.
+for a 49k-token vocabulary. The samples of a group share their prompt, so a micro-batch runs
+each distinct prompt once and only the rest of every sequence per row (`SharedPrefix`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,30 @@ LOGIT_CHUNK = 2048
 
 
 @dataclass
+class SharedPrefix:
+    """Leading tokens that several rows of a micro-batch have in common, run once.
+
+    The samples of a group share their prompt, which is usually longer than each reply: one
+    forward over each distinct prompt, its keys/values copied to every row, then a forward
+    over each row's own tokens gives the same hidden states (causal attention: a prompt
+    token never sees what follows) for much less compute and activation memory.
+    """
+
+    input_ids: Tensor  # [g, s] left-padded distinct prefixes
+    attention_mask: Tensor  # [g, s]
+    rows: Tensor  # [b] the prefix of each row
+
+
+@dataclass
 class MicroBatch:
-    input_ids: Tensor  # [b, t] right-padded
+    input_ids: Tensor  # [b, t] right-padded (the tokens after the shared prefix, if any)
     attention_mask: Tensor  # [b, t]
     targets: Tensor  # [b, t] next tokens (0 where padded)
     mask: Tensor  # [b, t] bool, true on policy tokens
     old_logprobs: Tensor  # [b, t] sampling logprobs of the targets
     advantages: Tensor  # [b]
     rows: list[int]  # indices into the step's trajectory list
+    prefix: SharedPrefix | None = None
 
 
 def micro_batches(
@@ -39,41 +56,106 @@ def micro_batches(
     *,
     pad_id: int,
     device: str | torch.device = "cpu",
+    share_prefix: bool = True,
 ) -> Iterator[MicroBatch]:
-    """Length-sorted micro-batches of at most `size` sequences (less padding per batch)."""
-    order = sorted(range(len(trajectories)), key=lambda i: len(trajectories[i].token_ids))
+    """Micro-batches of at most `size` sequences.
+
+    Without `share_prefix`: length-sorted (less padding). With it: rows that share their
+    prompt (everything before the first policy token) sit together, and a micro-batch that
+    holds fewer distinct prompts than rows runs each prompt once (`SharedPrefix`).
+    """
+    cuts = [prefix_cut(t) if share_prefix else 0 for t in trajectories]
+    if share_prefix:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, t in enumerate(trajectories):
+            groups.setdefault(tuple(t.token_ids[: cuts[i]]), []).append(i)
+        ordered = sorted(groups.values(), key=lambda g: max(len(trajectories[i].token_ids) for i in g))
+        order = [i for group in ordered for i in sorted(group, key=lambda i: len(trajectories[i].token_ids))]
+    else:
+        order = sorted(range(len(trajectories)), key=lambda i: len(trajectories[i].token_ids))
     for start in range(0, len(order), size):
         rows = order[start : start + size]
-        length = max(len(trajectories[i].token_ids) for i in rows) - 1
-        b = len(rows)
-        input_ids = torch.full((b, length), pad_id, dtype=torch.long)
-        targets = torch.zeros((b, length), dtype=torch.long)
-        attention = torch.zeros((b, length), dtype=torch.long)
-        mask = torch.zeros((b, length), dtype=torch.bool)
-        old = torch.zeros((b, length), dtype=torch.float32)
-        for r, i in enumerate(rows):
-            t = trajectories[i]
-            n = len(t.token_ids) - 1
-            input_ids[r, :n] = torch.tensor(t.token_ids[:-1])
-            targets[r, :n] = torch.tensor(t.token_ids[1:])
-            attention[r, :n] = 1
-            mask[r, :n] = torch.tensor(t.loss_mask[1:], dtype=torch.bool)
-            old[r, :n] = torch.tensor(t.logprobs[1:], dtype=torch.float32)
-        yield MicroBatch(
-            input_ids.to(device),
-            attention.to(device),
-            targets.to(device),
-            mask.to(device),
-            old.to(device),
-            torch.tensor([float(advantages[i]) for i in rows], device=device),
-            rows,
-        )
+        prefixes = [tuple(trajectories[i].token_ids[: cuts[i]]) for i in rows]
+        if len(set(prefixes)) < len(rows) and all(prefixes):
+            yield _batch(trajectories, advantages, rows, [cuts[i] for i in rows], prefixes, pad_id, device)
+        else:
+            yield _batch(trajectories, advantages, rows, [0] * len(rows), None, pad_id, device)
+
+
+def prefix_cut(trajectory: Trajectory) -> int:
+    """How many leading tokens can run as a shared prefix: all before the token that
+    predicts the first policy token (0 when there is none)."""
+    mask = trajectory.loss_mask
+    first = next((j for j in range(1, len(mask)) if mask[j]), None)
+    return 0 if first is None else first - 1
+
+
+def _batch(
+    trajectories: Sequence[Trajectory],
+    advantages: Sequence[float],
+    rows: list[int],
+    cuts: list[int],
+    prefixes: list[tuple[int, ...]] | None,
+    pad_id: int,
+    device: str | torch.device,
+) -> MicroBatch:
+    b = len(rows)
+    length = max(len(trajectories[i].token_ids) - 1 - cut for i, cut in zip(rows, cuts))
+    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
+    targets = torch.zeros((b, length), dtype=torch.long)
+    attention = torch.zeros((b, length), dtype=torch.long)
+    mask = torch.zeros((b, length), dtype=torch.bool)
+    old = torch.zeros((b, length), dtype=torch.float32)
+    for r, (i, cut) in enumerate(zip(rows, cuts)):
+        t = trajectories[i]
+        n = len(t.token_ids) - 1 - cut
+        input_ids[r, :n] = torch.tensor(t.token_ids[cut:-1])
+        targets[r, :n] = torch.tensor(t.token_ids[cut + 1 :])
+        attention[r, :n] = 1
+        mask[r, :n] = torch.tensor(t.loss_mask[cut + 1 :], dtype=torch.bool)
+        old[r, :n] = torch.tensor(t.logprobs[cut + 1 :], dtype=torch.float32)
+    shared = None
+    if prefixes is not None:
+        distinct = list(dict.fromkeys(prefixes))
+        width = max(len(p) for p in distinct)
+        prefix_ids = torch.full((len(distinct), width), pad_id, dtype=torch.long)
+        prefix_attention = torch.zeros((len(distinct), width), dtype=torch.long)
+        for g, prefix in enumerate(distinct):
+            prefix_ids[g, width - len(prefix) :] = torch.tensor(prefix)
+            prefix_attention[g, width - len(prefix) :] = 1
+        index = {prefix: g for g, prefix in enumerate(distinct)}
+        shared = SharedPrefix(prefix_ids.to(device), prefix_attention.to(device),
+                              torch.tensor([index[p] for p in prefixes], device=device))
+    return MicroBatch(
+        input_ids.to(device),
+        attention.to(device),
+        targets.to(device),
+        mask.to(device),
+        old.to(device),
+        torch.tensor([float(advantages[i]) for i in rows], device=device),
+        rows,
+        shared,
+    )
 
 
 def masked_hidden(model: Any, batch: MicroBatch) -> Tensor:
     """Final hidden states [N, H] at the policy positions (N = mask.sum()), in mask order."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    if batch.prefix is None:
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return hidden[batch.mask]
+    from transformers import DynamicCache
+
+    prefix = batch.prefix
+    cache = DynamicCache(config=model.config)
+    decoder(input_ids=prefix.input_ids, attention_mask=prefix.attention_mask,
+            position_ids=(prefix.attention_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True)
+    cache.batch_select_indices(prefix.rows)  # differentiable: each row's gradient flows to its prompt
+    attention = torch.cat([prefix.attention_mask[prefix.rows], batch.attention_mask], dim=-1)
+    start = prefix.attention_mask.sum(-1)[prefix.rows, None]
+    positions = start + torch.arange(batch.input_ids.shape[1], device=start.device)
+    hidden = decoder(input_ids=batch.input_ids, attention_mask=attention, position_ids=positions,
+                     past_key_values=cache, use_cache=True).last_hidden_state
     return hidden[batch.mask]
 
 

@@ -41,6 +41,8 @@ class TrainerConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     micro_batch_size: int = 8
+    share_prefix: bool = True
+    """Run each group's shared prompt once per micro-batch (same gradient, less compute)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     kl: KLSettings = field(default_factory=KLSettings)
     bf16: bool = False

@@ -72,7 +72,8 @@ class LoRATrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        for batch in batching.micro_batches(chosen, advantages, self.config.micro_batch_size, pad_id=self.pad_id, device=self.device):
+        for batch in batching.micro_batches(chosen, advantages, self.config.micro_batch_size, pad_id=self.pad_id,
+                                            device=self.device, share_prefix=self.config.share_prefix):
             output = self._micro_loss(batch)
             weight = _micro_weight(self.loss.aggregation, batch.mask, totals)
             (output.loss * weight).backward()
