@@ -10,6 +10,7 @@ from test_operators_support import ScriptedEngine, constant, fenced, per_item, t
 
 from agents.engine import Completion
 from espl.operators import MutationConfig, Reflector, mutate
+from espl.operators.mutation import edit_tokens
 from espl.operators import templates
 from espl.population import Population
 from espl.prompts import MUTATION_OPERATOR, SystemPrompt
@@ -96,7 +97,9 @@ def test_mutation_runs_three_batched_stages_and_applies_the_plan():
     # one generate call per stage; one conversation per mixed rollout / mixed problem / plan
     assert len(engine.calls) == 3
     assert [len(call[0]) for call in engine.calls] == [5, 2, 1]
-    assert [call[1].max_tokens for call in engine.calls] == [111, 222, 333]
+    # the JSON stages get what two edits of 32 words can need (2 x (32 x 2 + 24) + 24), under the caps
+    assert edit_tokens(2, config) == 200
+    assert [call[1].max_tokens for call in engine.calls] == [111, 200, 200]
     assert [call[1].stop for call in engine.calls] == [(), templates.JSON_BLOCK_END, templates.JSON_BLOCK_END]
     assert all(call[2] is None for call in engine.calls)  # the frozen base model
 
@@ -286,3 +289,11 @@ def test_all_short_transcripts_mean_no_summary_call_at_all():
     assert len(engine.calls) == 2 and result.usage.batches == 2
     assert result.trace["verbatim"] == result.trace["summaries"] == 5
     assert result.child is not None
+
+
+def test_a_stage_cap_below_the_edit_budget_wins():
+    population, parent, _ = make_population()
+    engine = happy_engine()
+    config = MutationConfig(critique_tokens=50, plan_tokens=60, verbatim_words=0)
+    mutate(parent, batch_rollouts(), Reflector(engine), step=1, new_id=population.new_id, config=config)
+    assert [call[1].max_tokens for call in engine.calls][1:] == [50, 60]

@@ -65,6 +65,10 @@ class MutationConfig:
     summary_tokens: int = 192
     critique_tokens: int = 384
     plan_tokens: int = 768
+    tokens_per_edit_word: float = 2.0
+    """The JSON stages get at most what their longest valid answer needs (edits x words x
+    this, plus markup), within the caps above: beyond that a reply cannot be valid, and a
+    small reflector that rambles on would spend most of the stage's time."""
     limits: PromptLimits = field(default_factory=PromptLimits)
 
 
@@ -260,7 +264,8 @@ def _critique(
         overlong=config.overlong,
         max_edits=config.max_edits_per_problem,
     )
-    replies = ask_safely(reflector, conversations, max_tokens=config.critique_tokens, stop=templates.JSON_BLOCK_END)
+    budget = min(config.critique_tokens, edit_tokens(config.max_edits_per_problem, config))
+    replies = ask_safely(reflector, conversations, max_tokens=budget, stop=templates.JSON_BLOCK_END)
     proposals: list[tuple[str, Edit]] = []
     for problem, reply in zip(problems, replies):
         task = problem.group.task_id
@@ -275,6 +280,16 @@ def _critique(
     return proposals
 
 
+EDIT_MARKUP_TOKENS = 24
+"""Per edit: braces, keys, quotes and an index; once more for the fence and the list."""
+
+
+def edit_tokens(edits: int, config: MutationConfig) -> int:
+    """Tokens enough for a fenced JSON list of `edits` edits of the longest allowed principle."""
+    per_edit = config.max_principle_words * config.tokens_per_edit_word + EDIT_MARKUP_TOKENS
+    return int(edits * per_edit) + EDIT_MARKUP_TOKENS
+
+
 # -- stage 3: revision plan --------------------------------------------------------------------
 
 
@@ -286,7 +301,8 @@ def _plan(
         proposals=templates.bullets([edit.describe() for edit in proposals]),
         max_words=config.max_principle_words,
     )
-    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.plan_tokens,
+    budget = min(config.plan_tokens, edit_tokens(len(proposals), config))
+    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=budget,
                           stop=templates.JSON_BLOCK_END)
     if not reply.ok:
         return [], f"the revision-plan call failed: {reply.error}"
