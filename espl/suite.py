@@ -164,20 +164,36 @@ def _default_settings() -> dict[str, Any]:
     return json.loads(json.dumps(RunConfig().to_dict(), default=str))
 
 
-def with_new_defaults(stored: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+BEHAVIOUR_BEFORE: dict[str, Any] = {"evolution": {"verbatim_words": 0}}
+"""Settings added with a default that changed what runs do, and the value that matches how
+runs made before them behaved (mutation used to summarise every rollout)."""
+
+
+def with_new_defaults(
+    stored: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, before: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A stored config plus every setting added to `RunConfig` since, at its default value.
 
     A run made before a setting existed behaved as that setting's default does, so it is not
-    stale merely for being older; it is stale if the suite asks for another value.
+    stale merely for being older; it is stale if the suite asks for another value. A setting
+    whose default changed the behaviour is filled from `before` (`BEHAVIOUR_BEFORE`) instead.
     """
     if defaults is None:
         defaults = _default_settings()
+    if before is None:
+        before = BEHAVIOUR_BEFORE
     merged = dict(stored)
+    for key, value in before.items():
+        if isinstance(value, dict):
+            if isinstance(merged.get(key), dict):
+                merged[key] = with_new_defaults(merged[key], {}, value)
+        elif key not in merged:
+            merged[key] = value
     for key, value in defaults.items():
         if key not in merged:
             merged[key] = value
         elif isinstance(value, dict) and isinstance(merged[key], dict):
-            merged[key] = with_new_defaults(merged[key], value)
+            merged[key] = with_new_defaults(merged[key], value, {})
     return merged
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from espl.cli import main
 from espl.commands.compare import move_aside
-from espl.suite import RunStatus, SuiteError, config_diff, expand, load_suite, parse_suite, plan, run_status
+from espl.suite import (
+    RunStatus, SuiteError, config_diff, expand, load_suite, parse_suite, plan, run_status, with_new_defaults,
+)
 
 SUITES = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
 
@@ -139,6 +141,21 @@ def test_a_run_older_than_a_setting_is_stale_only_if_the_suite_wants_another_val
     wanting = parse_suite(_suite(overrides={**_suite()["overrides"], "evolution.max_problems": 2}))
     spec = expand(wanting, tmp_path)[0]
     assert spec.run_dir == base0.run_dir and run_status(spec) is RunStatus.STALE
+
+
+def test_a_run_older_than_a_behaviour_changing_default_is_stale_until_the_suite_asks_for_the_old_way(
+    tmp_path: Path,
+) -> None:
+    suite = parse_suite(_suite())
+    base0, *_ = expand(suite, tmp_path)
+    _finish(base0)
+    older = base0.expected_config()
+    del older["evolution"]["verbatim_words"]  # mutation summarised every rollout back then
+    (base0.run_dir / "config.json").write_text(json.dumps(older))
+    assert run_status(base0) is RunStatus.STALE
+    assert config_diff(base0.expected_config(), with_new_defaults(older)) == ["evolution.verbatim_words: 0 -> 80"]
+    old_way = parse_suite(_suite(overrides={**_suite()["overrides"], "evolution.verbatim_words": 0}))
+    assert run_status(expand(old_way, tmp_path)[0]) is RunStatus.FINISHED
 
 
 def test_compare_dry_run_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
