@@ -183,3 +183,8 @@ def test_math_verifier_pool(benchmark, workload, direct_rewards_and_rate):
 def test_math_verifier_pool_without_integer_fast_path(benchmark, workload, direct_rewards_and_rate):
     """Every pair sent to math-verify: what the pool, extraction and dedup give on their own."""
     _bench_verifier(benchmark, workload, direct_rewards_and_rate, integer_fast_path=False)
+
+
+def test_math_verifier_pool_one_answer_per_task(benchmark, workload, direct_rewards_and_rate):
+    """Chunks of one: every answer is its own task, so a stuck answer costs one timeout exactly."""
+    _bench_verifier(benchmark, workload, direct_rewards_and_rate, chunk_size=1)

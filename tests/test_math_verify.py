@@ -269,7 +269,7 @@ def test_prefilter_needs_no_worker():
 
 
 def test_gold_groups_are_spread_over_workers():
-    from envs.math.verify import assign_to_workers
+    from envs.math.dispatch import assign_to_workers
 
     one_problem = assign_to_workers({"42": 64}, 2)  # 64 samples of one problem still use both workers
     assert sorted(sum(n for _, n in share) for share in one_problem) == [32, 32]

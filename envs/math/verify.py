@@ -9,8 +9,9 @@ Why it is fast: (1) the final answer is cut out of the reply in the parent
 (`envs.math.extract`), so workers parse a short string; (2) pairs whose answer and gold are
 both plain integers are compared in the parent, which is exactly math-verify's verdict for
 them; (3) identical (answer, gold) pairs in a batch are judged once and recent verdicts are
-cached; (4) each gold answer has a home worker that keeps it parsed, along with parsed replies
-and verify results; (5) the rest runs on all workers in parallel.
+cached; (4) each gold answer has a home worker that keeps it parsed, along with parsed replies,
+converted LaTeX and verify results; (5) answers travel in small chunks and an idle worker takes
+queued chunks from a busy one (`envs.math.dispatch`), so both stay busy to the end.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import multiprocessing
 import os
 import threading
 import weakref
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from envs.math import worker
+from envs.math.dispatch import DEFAULT_CHUNK_SIZE, Failed, run_chunks
 from envs.math.extract import (
     DEFAULT_MAX_ANSWER_CHARS,
     DEFAULT_TAIL_CHARS,
@@ -97,38 +97,15 @@ def _stop_pools(pools: Sequence[object]) -> None:
             pass
 
 
-def assign_to_workers(group_sizes: dict[str, int], workers: int) -> list[list[tuple[str, int]]]:
-    """Spread gold-answer groups over workers: [(gold, how many of its keys)] per worker.
-
-    Each gold prefers a fixed "home" worker (a stable hash), so its parsed form and the
-    parsed replies stay in that worker's caches from batch to batch. A group bigger than a
-    fair share is split, and a group whose home is full goes to the least-loaded worker, so
-    a batch of many samples of one problem still uses every worker.
-    """
-    total = sum(group_sizes.values())
-    fair = -(-total // workers)
-    chunks = []
-    for gold, size in group_sizes.items():
-        while size > 0:
-            chunks.append((gold, min(size, fair)))
-            size -= fair
-    plan: list[list[tuple[str, int]]] = [[] for _ in range(workers)]
-    load = [0] * workers
-    for gold, size in sorted(chunks, key=lambda chunk: -chunk[1]):
-        home = zlib.crc32(gold.encode("utf-8", "surrogatepass")) % workers
-        target = home if load[home] + size <= fair else min(range(workers), key=load.__getitem__)
-        plan[target].append((gold, size))
-        load[target] += size
-    return plan
-
-
 class MathVerifier:
     """Scores replies against gold answers with math-verify in `workers` processes.
 
-    `timeout` is the wall-clock limit for one answer once a worker starts on it. Replies are
-    reduced to their last ``\\boxed{}`` (or their last `tail_chars` characters when unboxed);
-    boxed answers longer than `max_answer_chars` score 0 without being parsed. The pool starts
-    on first use; call `close()` (or use ``with``) to stop it, or rely on exit-time cleanup.
+    `timeout` is the wall-clock limit for one answer once a worker starts on it (answers
+    travel `chunk_size` at a time; see `envs.math.dispatch` for what a timed-out chunk costs).
+    Replies are reduced to their last ``\\boxed{}`` (or their last `tail_chars` characters when
+    unboxed); boxed answers longer than `max_answer_chars` score 0 without being parsed. The
+    pool starts on first use; call `close()` (or use ``with``) to stop it, or rely on exit-time
+    cleanup.
     Workers start by forkserver (or spawn), so a script that scores at import time needs the
     usual ``if __name__ == "__main__":`` guard.
     """
@@ -143,6 +120,7 @@ class MathVerifier:
         cache_size: int = 65_536,
         memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB,
         integer_fast_path: bool = True,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         mp_context: multiprocessing.context.BaseContext | None = None,
     ):
         if workers < 1:
@@ -156,6 +134,7 @@ class MathVerifier:
         self.cache_size = cache_size
         self.memory_limit_mb = memory_limit_mb
         self.integer_fast_path = integer_fast_path
+        self.chunk_size = chunk_size
         self._mp_context = mp_context or _default_context()
         self._pools: list | None = None  # one single-process pebble pool per worker
         self._pool_pid: int | None = None
@@ -199,6 +178,7 @@ class MathVerifier:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
         self._lock = threading.Lock()
 
     def clear_cache(self) -> None:
@@ -289,33 +269,20 @@ class MathVerifier:
                 self._cache.popitem(last=False)
 
     def _run(self, keys: Sequence[tuple[str, str, str]]) -> list[Verdict]:
-        from pebble import ProcessExpired
-
-        pools = self._ensure_pools()
-        by_gold: dict[str, list[int]] = {}
-        for i, (_, _, gold) in enumerate(keys):
-            by_gold.setdefault(gold, []).append(i)
-        futures: list = [None] * len(keys)
-        for pool, share in zip(pools, assign_to_workers({g: len(ix) for g, ix in by_gold.items()}, len(pools))):
-            for gold, count in share:
-                for i in by_gold[gold][:count]:
-                    kind, text, _ = keys[i]
-                    args = (Candidate(AnswerKind(kind), text).for_math_verify(), gold)
-                    futures[i] = pool.schedule(worker.judge, args=args, timeout=self.timeout)
-                del by_gold[gold][:count]
+        payloads = [(Candidate(AnswerKind(kind), text).for_math_verify(), gold) for kind, text, gold in keys]
+        golds = [gold for _, _, gold in keys]
+        outcomes = run_chunks(self._ensure_pools(), worker.judge_many, payloads, golds, self.timeout, self.chunk_size)
         verdicts = []
-        for key, future in zip(keys, futures, strict=True):
+        for key, outcome in zip(keys, outcomes, strict=True):
             gold = key[2]
-            try:
-                ok, shown_pred, shown_gold, pred_parsed, gold_parsed = future.result()
-            except FutureTimeout:
-                verdict = Verdict(0.0, None, gold, Reason.TIMEOUT)
-            except ProcessExpired as exc:
-                verdict = Verdict(0.0, None, gold, Reason.WORKER_CRASHED)
-                log.warning("math verifier worker died (exit code %s); it is replaced", exc.exitcode)
-            except Exception as exc:  # a bug or resource error inside math-verify/SymPy
-                verdict = Verdict(0.0, None, gold, f"{Reason.ERROR}: {type(exc).__name__}")
+            if isinstance(outcome, Failed):
+                verdict = Verdict(0.0, None, gold, outcome.reason)
+                if outcome.reason == Reason.WORKER_CRASHED:
+                    log.warning("math verifier worker died (exit code %s); it is replaced", outcome.exitcode)
+            elif isinstance(outcome, str):  # the worker caught an exception for this answer
+                verdict = Verdict(0.0, None, gold, f"{Reason.ERROR}: {outcome}")
             else:
+                ok, shown_pred, shown_gold, pred_parsed, gold_parsed = outcome
                 if not gold_parsed:
                     reason = Reason.GOLD_UNPARSABLE
                 elif not pred_parsed:

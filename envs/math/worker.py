@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-GOLD_CACHE_SIZE = 4096
-PRED_CACHE_SIZE = 4096
+from envs.math import mvpatch
+
+PARSE_CACHE_SIZE = 8192
 VERIFY_CACHE_SIZE = 16384
 
 
@@ -30,18 +32,24 @@ def _config() -> tuple[Any, ...]:
     return tuple(_extraction_config())
 
 
-@lru_cache(maxsize=GOLD_CACHE_SIZE)
-def parse_gold(gold: str) -> list[Any]:
-    from math_verify import parse
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def parse_answer(text: str) -> list[Any]:
+    """math-verify's `parse`, memoised on the text.
 
-    return parse(f"\\boxed{{{gold}}}", extraction_config=_config(), parsing_timeout=None)
-
-
-@lru_cache(maxsize=PRED_CACHE_SIZE)
-def parse_prediction(text: str) -> list[Any]:
+    Golds and boxed replies are both parsed as ``\\boxed{...}`` with one configuration, so a
+    reply that states the gold verbatim reuses the gold's parse.
+    """
     from math_verify import parse
 
     return parse(text, extraction_config=_config(), parsing_timeout=None)
+
+
+def parse_gold(gold: str) -> list[Any]:
+    return parse_answer(f"\\boxed{{{gold}}}")
+
+
+def parse_prediction(text: str) -> list[Any]:
+    return parse_answer(text)
 
 
 def shown(parsed: list[Any]) -> str | None:
@@ -85,8 +93,21 @@ def judge(text: str, gold: str) -> tuple[bool, str | None, str | None, bool, boo
     return ok, shown(pred_parsed), shown(gold_parsed), bool(pred_parsed), bool(gold_parsed)
 
 
+def judge_many(items: Sequence[tuple[str, str]]) -> list[tuple[bool, str | None, str | None, bool, bool] | str]:
+    """`judge` for each (text, gold) of a chunk; an answer whose judging raised gets its
+    exception's type name instead, so one bad answer does not lose the chunk."""
+    results: list[tuple[bool, str | None, str | None, bool, bool] | str] = []
+    for text, gold in items:
+        try:
+            results.append(judge(text, gold))
+        except Exception as exc:  # a bug or resource error inside math-verify/SymPy
+            results.append(type(exc).__name__)
+    return results
+
+
 def init_worker(memory_limit_mb: int | None) -> None:
-    """Worker start-up: cap memory, silence math-verify's "timeout disabled" warning, warm up.
+    """Worker start-up: cap memory, silence math-verify's "timeout disabled" warning, install
+    `mvpatch`, warm up.
 
     Warming up (imports, regex compilation, the first SymPy parse) here keeps that one-off
     second out of the first answer's time limit.
@@ -99,14 +120,17 @@ def init_worker(memory_limit_mb: int | None) -> None:
             pass
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    mvpatch.install()
     judge("\\frac{1}{2}", "0.5")
     judge("x^2+1", "1+x^2")
 
 
 def clear_caches() -> None:
-    """Forget parsed answers and verify results (parsers' own warm state is kept)."""
-    for cached in (parse_gold, parse_prediction, _verify_cached):
+    """Forget parsed answers, converted LaTeX and verify results (compiled regexes, parser
+    tables and SymPy's own cache stay warm)."""
+    for cached in (parse_answer, _verify_cached):
         cached.cache_clear()
+    mvpatch.clear()
 
 
 def ping() -> int:
