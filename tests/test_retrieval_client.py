@@ -154,3 +154,46 @@ def test_client_and_local_retriever_agree(tiny_retriever: LocalRetriever) -> Non
         assert [hits[0].title for hits in over_http] == ["Ed Wood", "Scott Derrickson", "Paris"]
     finally:
         running.stop()
+
+
+def test_a_large_batch_is_split_into_chunks_answered_in_order() -> None:
+    seen: list[list[str]] = []
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries = json.loads(request.content)["queries"]
+        with lock:
+            seen.append(queries)
+        return httpx.Response(200, json=reply([[(q, f'"{q}"\ntext of {q}', 1.0)] for q in queries]))
+
+    client = RetrievalClient("http://r.test", chunk_size=3, pipeline=2, transport=httpx.MockTransport(handler))
+    queries = [f"q{i}" for i in range(10)]
+    passages = client.retrieve(queries, topk=1)
+    assert [hits[0].id for hits in passages] == queries
+    assert sorted(len(chunk) for chunk in seen) == [1, 3, 3, 3]
+    assert sorted(q for chunk in seen for q in chunk) == sorted(queries)
+    client.retrieve(queries[:3], topk=1)
+    assert len(seen) == 5, "a batch of chunk_size queries is one request"
+    client.close()
+
+
+def test_a_failing_chunk_fails_the_whole_batch(sleeps: list[float]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries = json.loads(request.content)["queries"]
+        if "bad" in queries:
+            return httpx.Response(400, json={"error": "no"})
+        return httpx.Response(200, json=reply([[(q, f'"{q}"\nx', 1.0)] for q in queries]))
+
+    client = RetrievalClient("http://r.test", chunk_size=2, transport=httpx.MockTransport(handler))
+    with client, pytest.raises(RetrievalError, match="HTTP 400"):
+        client.retrieve(["a", "b", "c", "bad", "d"], topk=1)
+
+
+def test_chunked_client_and_local_retriever_agree(tiny_retriever: LocalRetriever) -> None:
+    running = BackgroundServer.start(tiny_retriever)
+    try:
+        queries = ["American filmmaker", "Doctor Strange director", "capital of France", "Ed Wood", "Paris"] * 3
+        with RetrievalClient(running.url, chunk_size=2, pipeline=3) as client:
+            assert client.retrieve(queries, topk=2) == tiny_retriever.retrieve(queries, topk=2)
+    finally:
+        running.stop()

@@ -1,20 +1,26 @@
 """HTTP client of a Search-R1-style retrieval server, implementing the `Retriever` protocol.
 
-One request carries every query of a batch. The connection is reused across calls. A
-connection failure or a 5xx is retried a bounded number of times with exponential backoff;
-a 4xx is the caller's mistake and is raised at once with the server's message.
+One request carries every query of a batch of up to `chunk_size` queries. A larger batch
+is split into requests of `chunk_size` queries with `pipeline` of them in flight at once,
+so the server searches the next chunk while this process decodes the last one (and
+batches over the server's query limit still work). Connections are reused across calls.
+A connection failure or a 5xx is retried a bounded number of times with exponential
+backoff; a 4xx is the caller's mistake and is raised at once with the server's message.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
+from envs.retrieval.transport import StdlibTransport, proxied
 from envs.retrieval.types import Passage
-from envs.retrieval.wire import decode_json, decode_scored_reply, encode_json
+from envs.retrieval.wire import decode_json, decode_passages, encode_json
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 
@@ -44,6 +50,8 @@ class RetrievalClient:
         backoff: float = 0.25,
         max_backoff: float = 4.0,
         max_query_chars: int = 4096,
+        chunk_size: int = 256,
+        pipeline: int = 2,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -53,6 +61,12 @@ class RetrievalClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_query_chars = max_query_chars
+        self.chunk_size = max(1, chunk_size)
+        self.pipeline = max(1, pipeline)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        if transport is None and self.url.startswith("http://") and not proxied(self.url):
+            transport = StdlibTransport()
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_keepalive_connections=8, max_connections=32),
@@ -67,7 +81,17 @@ class RetrievalClient:
         self.close()
 
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self._http.close()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.pipeline, thread_name_prefix="retrieval-client")
+            return self._pool
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         last_problem = ""
@@ -99,36 +123,40 @@ class RetrievalClient:
         )
 
     def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[Passage]]:
-        """Top-`topk` passages per query, in one request (long queries are cut to the server limit)."""
-        if not queries:
-            return []
-        payload = {
-            "queries": [q[: self.max_query_chars] for q in queries],
-            "topk": int(topk),
-            "return_scores": True,
-        }
+        """Top-`topk` passages per query (long queries are cut to the server limit)."""
+        queries = [q[: self.max_query_chars] for q in queries]
+        size = self.chunk_size
+        if len(queries) <= size:
+            return self._retrieve_chunk(queries, topk) if queries else []
+        pool = self._workers()
+        futures = [
+            pool.submit(self._retrieve_chunk, queries[start : start + size], topk)
+            for start in range(0, len(queries), size)
+        ]
+        try:
+            return [passages for future in futures for passages in future.result()]
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def _retrieve_chunk(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        payload = {"queries": queries, "topk": int(topk), "return_scores": True}
         body = self._request("POST", "/retrieve", encode_json(payload))
         try:
-            result = decode_scored_reply(body)
+            result = decode_passages(body)
         except ValueError as error:
             raise RetrievalError(f"retrieval server at {self.url} sent a malformed reply: {error}") from None
         if len(result) != len(queries):
             raise RetrievalError(
                 f"retrieval server at {self.url} sent a malformed reply: {len(result)} results for {len(queries)} queries"
             )
-        return [[_passage(doc_id, contents, score) for doc_id, contents, score in hits] for hits in result]
+        return result
 
     def health(self) -> dict[str, Any]:
         try:
             return decode_json(self._request("GET", "/health"))
         except ValueError as error:
             raise RetrievalError(f"retrieval server at {self.url} sent invalid JSON: {error}") from None
-
-
-def _passage(doc_id: str, contents: str, score: float | None) -> Passage:
-    """Search-R1's contents, split like `Passage.from_document`: first line is the quoted title."""
-    title, _, text = contents.partition("\n")
-    return Passage(doc_id, title.strip().strip('"'), text, score)
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -16,7 +16,7 @@ from envs.retrieval.backends import DEFAULT_BACKEND, SearchHits
 from envs.retrieval.corpus import BUILTIN, file_sha256
 from envs.retrieval.index import MANIFEST_FILE, OpenIndex, build_index, open_index
 from envs.retrieval.types import Passage
-from envs.retrieval.wire import ResultBuilder
+from envs.retrieval.wire import ReplyEncoder
 
 CACHE_ENV = "ESPL_BENCH_CACHE"
 
@@ -53,7 +53,7 @@ class LocalRetriever:
         self.index = index
         self.backend = index.backend
         self.corpus = index.corpus
-        self._results = ResultBuilder(index.corpus)
+        self._reply = ReplyEncoder(index.corpus)
 
     @classmethod
     def from_index_dir(cls, index_dir: str | Path, corpus_path: str | Path | None = None) -> LocalRetriever:
@@ -74,9 +74,9 @@ class LocalRetriever:
             for rows, scores in zip(hits.rows, hits.scores)
         ]
 
-    def results(self, queries: Sequence[str], topk: int, return_scores: bool) -> list[list[dict[str, Any]]]:
-        """The ``"result"`` value of Search-R1's /retrieve reply for these queries (read-only)."""
-        return self._results.results(self.search(queries, topk), return_scores)
+    def reply(self, queries: Sequence[str], topk: int, return_scores: bool) -> bytes:
+        """The body of Search-R1's /retrieve reply for these queries."""
+        return self._reply.encode(self.search(queries, topk), return_scores)
 
     def warm_up(self) -> None:
         """Pay one-off costs (JIT compiles, lazy loads) now rather than on the first request."""

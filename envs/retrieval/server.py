@@ -3,7 +3,9 @@
 Search-R1's own clients work unchanged against it. It binds 127.0.0.1 unless told
 otherwise, bounds every request (see `Limits`), answers bad input with a 4xx JSON error
 ``{"error": message}``, and runs searches in a worker thread so the event loop stays free
-to accept and reject requests while a large batch is scored.
+to accept and reject requests while a large batch is scored. Searches run one at a time in
+arrival order: with the GIL, concurrent ones would only interleave and all finish late,
+while in order a client that pipelines chunks of a batch gets each back as soon as it can.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from typing import Any
 
 import uvicorn
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -56,11 +58,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(retriever: LocalRetriever, limits: Limits | None = None) -> Starlette:
     """A Starlette app serving `retriever` with the given request limits."""
     limits = limits or Limits()
+    in_order = CapacityLimiter(1)
 
     def answer(request: RetrieveRequest) -> bytes:
         # Runs in a worker thread: scoring and JSON encoding are both CPU-bound.
-        results = retriever.results(request.queries, request.topk, request.return_scores)
-        return encode_json({"result": results})
+        return retriever.reply(request.queries, request.topk, request.return_scores)
 
     async def retrieve(request: Request) -> Response:
         content_type = request.headers.get("content-type", "application/json")
@@ -71,7 +73,7 @@ def create_app(retriever: LocalRetriever, limits: Limits | None = None) -> Starl
         except BadRequest as error:
             return error_response(str(error), error.status)
         try:
-            body = await to_thread.run_sync(answer, parsed)
+            body = await to_thread.run_sync(answer, parsed, limiter=in_order)
         except Exception as error:  # a backend failure must not take the server down
             log.exception("retrieval failed")
             return error_response(f"retrieval failed: {type(error).__name__}: {error}", 500)

@@ -15,21 +15,23 @@ from typing import Any
 
 from envs.retrieval.backends import SearchHits
 from envs.retrieval.corpus import Corpus
+from envs.retrieval.types import Passage
 
 try:  # a fast codec matters: a 1,700-query batch at k=10 answers with ~12 MB of JSON
     import msgspec
 
     _ENCODER = msgspec.json.Encoder()
 
-    class _Document(msgspec.Struct):
+    # gc=False: tens of thousands of these per reply would otherwise trigger collections.
+    class _Document(msgspec.Struct, gc=False):
         id: str
         contents: str
 
-    class _Scored(msgspec.Struct):
+    class _Scored(msgspec.Struct, gc=False):
         document: _Document
         score: float | None = None
 
-    class _Reply(msgspec.Struct):
+    class _Reply(msgspec.Struct, gc=False):
         result: list[list[_Scored]]
 
     _REPLY_DECODER = msgspec.json.Decoder(_Reply)
@@ -40,10 +42,17 @@ try:  # a fast codec matters: a 1,700-query batch at k=10 answers with ~12 MB of
     def decode_json(data: bytes) -> Any:
         return msgspec.json.decode(data)
 
-    def decode_scored_reply(data: bytes) -> list[list[tuple[str, str, float | None]]]:
-        """``(id, contents, score)`` per hit of a ``return_scores`` reply; ValueError if malformed."""
-        reply = _REPLY_DECODER.decode(data)
-        return [[(h.document.id, h.document.contents, h.score) for h in hits] for hits in reply.result]
+    def decode_passages(data: bytes) -> list[list[Passage]]:
+        """The passages of a ``return_scores`` reply, best first per query; ValueError if malformed."""
+        out = []
+        for hits in _REPLY_DECODER.decode(data).result:
+            passages = []
+            for hit in hits:
+                document = hit.document
+                title, _, text = document.contents.partition("\n")
+                passages.append(Passage(document.id, title.strip().strip('"'), text, hit.score))
+            out.append(passages)
+        return out
 
 except ImportError:  # pragma: no cover - exercised only where msgspec is absent
 
@@ -53,11 +62,13 @@ except ImportError:  # pragma: no cover - exercised only where msgspec is absent
     def decode_json(data: bytes) -> Any:
         return json.loads(data)
 
-    def decode_scored_reply(data: bytes) -> list[list[tuple[str, str, float | None]]]:
+    def decode_passages(data: bytes) -> list[list[Passage]]:
         reply = json.loads(data)
         try:
             return [
-                [(str(h["document"]["id"]), str(h["document"]["contents"]), h.get("score")) for h in hits]
+                [Passage.from_document(
+                    {"id": str(h["document"]["id"]), "contents": str(h["document"]["contents"])}, h.get("score")
+                ) for h in hits]
                 for hits in reply["result"]
             ]
         except (TypeError, KeyError, AttributeError) as error:
@@ -142,27 +153,65 @@ def parse_retrieve_request(body: bytes, limits: Limits) -> RetrieveRequest:
     return RetrieveRequest(queries=queries, topk=topk, return_scores=return_scores)
 
 
-class ResultBuilder:
-    """Builds the value of ``"result"``: per query, documents (with scores if asked), best first.
+_SCORED_OPEN = b'{"document":'
+_SCORE_KEY = b',"score":'
 
-    Each passage's document dict is made once and kept in a bounded cache, since the same
-    passages come back across queries and requests; the dicts are shared, so treat the
-    returned lists as read-only (they exist to be encoded).
+
+def encode_scores(scores: list[list[float]]) -> list[bytes]:
+    """Each score's JSON text, in order, as `encode_json` writes it inside a reply.
+
+    One encoder call for all scores (split at the commas) instead of one per hit.
+    """
+    flat = [score for row in scores for score in row]
+    if not flat:
+        return []
+    pieces = encode_json(flat)[1:-1].split(b",")
+    if len(pieces) != len(flat):  # a score that is not a plain number
+        pieces = [encode_json(score) for score in flat]
+    return pieces
+
+
+class ReplyEncoder:
+    """The bytes of a /retrieve reply, equal to `encode_json` of the whole reply but assembled
+    by joining pre-encoded pieces, so a 1,700-query k=10 reply does not build 35,000 dicts.
+
+    Each passage's ``{"document":{"id":..,"contents":..},"score":`` prefix is encoded once and
+    kept in a bounded cache, since the same passages come back across queries and requests.
     """
 
     def __init__(self, corpus: Corpus, cache_size: int = 1 << 18) -> None:
         self._corpus = corpus
-        self.document = lru_cache(maxsize=cache_size)(self._make_document)
+        self.prefix = lru_cache(maxsize=cache_size)(self._encode_prefix)
 
-    def _make_document(self, row: int) -> dict[str, str]:
+    def _encode_prefix(self, row: int) -> bytes:
         corpus = self._corpus
-        return {"id": corpus.ids[row], "contents": f'"{corpus.titles[row]}"\n{corpus.texts[row]}'}
+        document = encode_json({"id": corpus.ids[row], "contents": corpus.contents(row)})
+        return _SCORED_OPEN + document + _SCORE_KEY
 
-    def results(self, hits: SearchHits, return_scores: bool) -> list[list[dict[str, Any]]]:
-        document = self.document
+    def document(self, row: int) -> bytes:
+        """``{"id":..,"contents":..}`` of one passage."""
+        return self.prefix(row)[len(_SCORED_OPEN) : -len(_SCORE_KEY)]
+
+    def encode(self, hits: SearchHits, return_scores: bool) -> bytes:
+        prefix = self.prefix
+        parts = [b'{"result":[']
+        append = parts.append
         if return_scores:
-            return [
-                [{"document": document(r), "score": s} for r, s in zip(rows, scores)]
-                for rows, scores in zip(hits.rows, hits.scores)
-            ]
-        return [[document(r) for r in rows] for rows in hits.rows]
+            scores = iter(encode_scores(hits.scores))
+            for rows in hits.rows:
+                append(b"[")
+                for row in rows:
+                    append(prefix(row))
+                    append(next(scores))
+                    append(b"},")
+                if rows:
+                    parts[-1] = b"}"
+                append(b"],")
+        else:
+            document = self.document
+            for rows in hits.rows:
+                append(b"[" + b",".join([document(row) for row in rows]) + b"],")
+        if hits.rows:
+            parts[-1] = parts[-1][:-1]
+        append(b"]}")
+        return b"".join(parts)
