@@ -178,22 +178,18 @@ def with_new_defaults(
     stale merely for being older; it is stale if the suite asks for another value. A setting
     whose default changed the behaviour is filled from `before` (`BEHAVIOUR_BEFORE`) instead.
     """
-    if defaults is None:
-        defaults = _default_settings()
-    if before is None:
-        before = BEHAVIOUR_BEFORE
+    before = BEHAVIOUR_BEFORE if before is None else before
+    return _fill_missing(_fill_missing(stored, before), _default_settings() if defaults is None else defaults)
+
+
+def _fill_missing(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`stored` with each key of `values` it lacks, section by section."""
     merged = dict(stored)
-    for key, value in before.items():
-        if isinstance(value, dict):
-            if isinstance(merged.get(key), dict):
-                merged[key] = with_new_defaults(merged[key], {}, value)
-        elif key not in merged:
-            merged[key] = value
-    for key, value in defaults.items():
+    for key, value in values.items():
         if key not in merged:
             merged[key] = value
         elif isinstance(value, dict) and isinstance(merged[key], dict):
-            merged[key] = with_new_defaults(merged[key], value, {})
+            merged[key] = _fill_missing(merged[key], value)
     return merged
 
 

@@ -34,15 +34,20 @@ def _trajectories(n: int, seed: int = 0) -> tuple[list[Trajectory], list[tuple[s
     for i in range(n):
         t = Trajectory("synthetic", f"task{i // 4}", "p0", i % 4)
         t.append_prompt([rng.randrange(100, 5000) for _ in range(rng.randrange(5, 12))])
-        first = [rng.randrange(100, 5000) for _ in range(rng.randrange(2, 9))]
-        t.append_sampled(first, [-rng.random() * 3 for _ in first])
-        t.append_env([rng.randrange(100, 5000) for _ in range(3)])
-        second = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 6))]
-        t.append_sampled(second, [-rng.random() * 3 for _ in second])
-        t.reward = float(rng.random() < 0.5)
+        _play(t, rng, shortest_first_turn=2)
         out.append(t)
         keys.append(("p0", t.task_id))
     return out, keys
+
+
+def _play(t: Trajectory, rng: random.Random, *, shortest_first_turn: int) -> None:
+    """After the prompt: sampled tokens with logprobs, an env reply, more sampled tokens, a reward."""
+    first = [rng.randrange(100, 5000) for _ in range(rng.randrange(shortest_first_turn, 9))]
+    t.append_sampled(first, [-rng.random() * 3 for _ in first])
+    t.append_env([rng.randrange(100, 5000) for _ in range(3)])
+    second = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 6))]
+    t.append_sampled(second, [-rng.random() * 3 for _ in second])
+    t.reward = float(rng.random() < 0.5)
 
 
 def _grads(trainer: LoRATrainer) -> dict[str, torch.Tensor]:
@@ -84,12 +89,7 @@ def _grouped_trajectories(groups: int, size: int, seed: int = 0) -> tuple[list[T
         for k in range(size):
             t = Trajectory("synthetic", f"task{g}", "p0", k)
             t.append_prompt(prompt)
-            first = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 9))]
-            t.append_sampled(first, [-rng.random() * 3 for _ in first])
-            t.append_env([rng.randrange(100, 5000) for _ in range(3)])
-            second = [rng.randrange(100, 5000) for _ in range(rng.randrange(1, 6))]
-            t.append_sampled(second, [-rng.random() * 3 for _ in second])
-            t.reward = float(rng.random() < 0.5)
+            _play(t, rng, shortest_first_turn=1)
             out.append(t)
             keys.append(("p0", t.task_id))
     return out, keys

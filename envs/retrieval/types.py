@@ -25,11 +25,15 @@ class Passage:
         return {"id": self.id, "contents": self.contents}
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any], score: float | None = None) -> Passage:
-        """Parse Search-R1's document dict; the title is the first line without its quotes."""
-        contents = str(document.get("contents", ""))
+    def from_contents(cls, doc_id: str, contents: str, score: float | None = None) -> Passage:
+        """Split Search-R1's contents: the title is the first line without its quotes."""
         title, _, text = contents.partition("\n")
-        return cls(str(document.get("id", "")), title.strip().strip('"'), text, score)
+        return cls(doc_id, title.strip().strip('"'), text, score)
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any], score: float | None = None) -> Passage:
+        """Parse Search-R1's document dict."""
+        return cls.from_contents(str(document.get("id", "")), str(document.get("contents", "")), score)
 
 
 @runtime_checkable

@@ -44,15 +44,11 @@ try:  # a fast codec matters: a 1,700-query batch at k=10 answers with ~12 MB of
 
     def decode_passages(data: bytes) -> list[list[Passage]]:
         """The passages of a ``return_scores`` reply, best first per query; ValueError if malformed."""
-        out = []
-        for hits in _REPLY_DECODER.decode(data).result:
-            passages = []
-            for hit in hits:
-                document = hit.document
-                title, _, text = document.contents.partition("\n")
-                passages.append(Passage(document.id, title.strip().strip('"'), text, hit.score))
-            out.append(passages)
-        return out
+        make = Passage.from_contents
+        return [
+            [make(hit.document.id, hit.document.contents, hit.score) for hit in hits]
+            for hits in _REPLY_DECODER.decode(data).result
+        ]
 
 except ImportError:  # pragma: no cover - exercised only where msgspec is absent
 
@@ -66,9 +62,8 @@ except ImportError:  # pragma: no cover - exercised only where msgspec is absent
         reply = json.loads(data)
         try:
             return [
-                [Passage.from_document(
-                    {"id": str(h["document"]["id"]), "contents": str(h["document"]["contents"])}, h.get("score")
-                ) for h in hits]
+                [Passage.from_contents(str(h["document"]["id"]), str(h["document"]["contents"]), h.get("score"))
+                 for h in hits]
                 for hits in reply["result"]
             ]
         except (TypeError, KeyError, AttributeError) as error:

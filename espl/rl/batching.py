@@ -64,20 +64,18 @@ def micro_batches(
     prompt (everything before the first policy token) sit together, and a micro-batch that
     holds fewer distinct prompts than rows runs each prompt once (`SharedPrefix`).
     """
-    cuts = [prefix_cut(t) if share_prefix else 0 for t in trajectories]
-    if share_prefix:
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, t in enumerate(trajectories):
-            groups.setdefault(tuple(t.token_ids[: cuts[i]]), []).append(i)
-        ordered = sorted(groups.values(), key=lambda g: max(len(trajectories[i].token_ids) for i in g))
-        order = [i for group in ordered for i in sorted(group, key=lambda i: len(trajectories[i].token_ids))]
-    else:
-        order = sorted(range(len(trajectories)), key=lambda i: len(trajectories[i].token_ids))
+    length = [len(t.token_ids) for t in trajectories]
+    keys = [tuple(t.token_ids[: prefix_cut(t)]) if share_prefix else () for t in trajectories]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    ordered = sorted(groups.values(), key=lambda group: max(length[i] for i in group))
+    order = [i for group in ordered for i in sorted(group, key=length.__getitem__)]
     for start in range(0, len(order), size):
         rows = order[start : start + size]
-        prefixes = [tuple(trajectories[i].token_ids[: cuts[i]]) for i in rows]
+        prefixes = [keys[i] for i in rows]
         if len(set(prefixes)) < len(rows) and all(prefixes):
-            yield _batch(trajectories, advantages, rows, [cuts[i] for i in rows], prefixes, pad_id, device)
+            yield _batch(trajectories, advantages, rows, [len(p) for p in prefixes], prefixes, pad_id, device)
         else:
             yield _batch(trajectories, advantages, rows, [0] * len(rows), None, pad_id, device)
 
