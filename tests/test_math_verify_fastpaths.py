@@ -91,7 +91,7 @@ def test_mvpatch_changes_no_parse_and_no_verdict():
             worker.clear_caches()
             plain.append((worker.judge(text, gold), _outcome(lambda t: worker.parse_prediction(t), text)))
         assert mvpatch.install()
-        assert len(mvpatch._originals) == 4  # every hook found: a math-verify upgrade must re-check this test
+        assert len(mvpatch._originals) == 5  # every hook found: a math-verify upgrade must re-check this test
         for keep_latex_memo in (False, True):  # cold, then with the memo holding every string
             for (text, gold), expected in zip(JUDGED, plain, strict=True):
                 worker.parse_answer.cache_clear()

@@ -11,7 +11,9 @@ both plain integers are compared in the parent, which is exactly math-verify's v
 them; (3) identical (answer, gold) pairs in a batch are judged once and recent verdicts are
 cached; (4) each gold answer has a home worker that keeps it parsed, along with parsed replies,
 converted LaTeX and verify results; (5) answers travel in small chunks and an idle worker takes
-queued chunks from a busy one (`envs.math.dispatch`), so both stay busy to the end.
+queued chunks from a busy one (`envs.math.dispatch`), so both stay busy to the end; (6) inside
+the workers, math-verify's `simplify` of a wrong answer is skipped where evaluating the
+difference proves it nonzero (`envs.math.disproof`, installed by `envs.math.mvpatch`).
 """
 
 from __future__ import annotations
