@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -153,3 +155,43 @@ def test_server_survives_abuse_and_keeps_serving(server: BackgroundServer) -> No
 def test_query_without_any_indexed_term_gets_no_passages(server: BackgroundServer) -> None:
     reply = httpx.post(f"{server.url}/retrieve", json={"queries": ["the of and", "Ed Wood"], "topk": 3}).json()
     assert reply["result"][0] == [] and len(reply["result"][1]) == 3
+
+
+class SlowRetriever:
+    """Takes `seconds` per search and records when each one ran."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.ran = seconds, []
+
+    def reply(self, queries, topk: int, return_scores: bool) -> bytes:
+        started = time.monotonic()
+        time.sleep(self.seconds)
+        self.ran.append((queries[0], started, time.monotonic()))
+        return json.dumps({"result": [[] for _ in queries]}).encode()
+
+    def health(self) -> dict:
+        return {"status": "ok"}
+
+
+def test_searches_run_one_at_a_time_in_arrival_order_and_health_stays_prompt() -> None:
+    slow = SlowRetriever(0.3)
+    running = BackgroundServer.start(slow)
+    try:
+        def post(name: str) -> int:
+            return httpx.post(f"{running.url}/retrieve", json={"queries": [name]}, timeout=30).status_code
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = []
+            for name in ("first", "second", "third"):
+                futures.append(pool.submit(post, name))
+                time.sleep(0.05)  # arrival order is submission order
+            started = time.monotonic()
+            assert httpx.get(f"{running.url}/health", timeout=30).status_code == 200
+            health_s = time.monotonic() - started
+            assert [future.result() for future in futures] == [200, 200, 200]
+    finally:
+        running.stop()
+    assert [name for name, _, _ in slow.ran] == ["first", "second", "third"]
+    for (_, _, ended), (_, started_next, _) in itertools.pairwise(slow.ran):
+        assert started_next >= ended  # never two at once
+    assert health_s < 0.25  # answered while the searches (0.9 s in all) were still running

@@ -2,8 +2,10 @@
 
 One request carries every query of a batch of up to `chunk_size` queries. A larger batch
 is split into requests of `chunk_size` queries with `pipeline` of them in flight at once,
-so the server searches the next chunk while this process decodes the last one (and
-batches over the server's query limit still work). Connections are reused across calls.
+so the server searches the next chunk while this process receives and decodes earlier ones
+(and batches over the server's query limit still work). Three in flight rather than two: a
+reply can reach this process a few milliseconds late (the server's event loop waits for the
+GIL to send it), and with two the server would sometimes finish a search with nothing queued. Connections are reused across calls.
 A connection failure or a 5xx is retried a bounded number of times with exponential
 backoff; a 4xx is the caller's mistake and is raised at once with the server's message.
 """
@@ -51,7 +53,7 @@ class RetrievalClient:
         max_backoff: float = 4.0,
         max_query_chars: int = 4096,
         chunk_size: int = 256,
-        pipeline: int = 2,
+        pipeline: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
