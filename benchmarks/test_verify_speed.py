@@ -186,5 +186,5 @@ def test_math_verifier_pool_without_integer_fast_path(benchmark, workload, direc
 
 
 def test_math_verifier_pool_one_answer_per_task(benchmark, workload, direct_rewards_and_rate):
-    """Chunks of one: every answer is its own task, so a stuck answer costs one timeout exactly."""
+    """Chunks of one: every answer is its own task (one pipe round trip each), what chunking saves."""
     _bench_verifier(benchmark, workload, direct_rewards_and_rate, chunk_size=1)

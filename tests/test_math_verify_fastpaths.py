@@ -154,7 +154,7 @@ def test_run_chunks_returns_results_in_order_and_an_idle_worker_steals():
     slow, fast = FakePool(delay=0.01), FakePool()
     golds = [f"g{i % 10}" for i in range(80)]
     planned_for_fast = sum(map(len, plan_chunks(golds, 2, 4)[1]))
-    results = run_chunks([slow, fast], lambda chunk: [x * 2 for x in chunk], list(range(80)), golds, 5.0, 4)
+    results = run_chunks([slow, fast], lambda chunk, task_id: [x * 2 for x in chunk], list(range(80)), golds, 5.0, 4)
     assert results == [x * 2 for x in range(80)]
     assert sum(map(len, fast.chunks)) > planned_for_fast  # it took chunks queued for the slow one
 
@@ -162,7 +162,7 @@ def test_run_chunks_returns_results_in_order_and_an_idle_worker_steals():
 def test_a_failed_chunk_is_judged_again_one_answer_per_task():
     pool = FakePool()
 
-    def task(chunk):
+    def task(chunk, task_id):
         if len(chunk) > 1 and "bad" in chunk:
             raise MemoryError
         if chunk == ["bad"]:
@@ -176,14 +176,76 @@ def test_a_failed_chunk_is_judged_again_one_answer_per_task():
     assert sum(map(len, pool.chunks)) == len(payloads) + 2
 
 
+class StoppableFuture(Future):
+    """A future whose `cancel` also stops a running task, as pebble's does by killing the worker."""
+
+    def __init__(self):
+        super().__init__()
+        self.stop = threading.Event()
+
+    def cancel(self):
+        if self.done():
+            return False
+        self.stop.set()
+        self.set_exception(RuntimeError("stopped"))  # the dispatcher drops it without reading
+        return True
+
+
+class ReportingPool:
+    """A one-worker fake that writes the progress slot as each answer starts; "hang" never ends."""
+
+    def __init__(self):
+        self.slot, self.started, self._lock = [-1.0, 0.0, 0.0], [], threading.Lock()
+
+    def schedule(self, task, args=(), timeout=None):
+        future, (chunk, task_id) = StoppableFuture(), args
+
+        def run():
+            with self._lock:
+                results = []
+                for position, item in enumerate(chunk):
+                    if future.stop.is_set():
+                        return
+                    self.slot[2], self.slot[1], self.slot[0] = time.monotonic(), position, task_id
+                    self.started.append(item)
+                    while item == "hang" and not future.stop.wait(0.01):
+                        pass
+                    results.append(item.upper())
+                if not future.done():
+                    future.set_result(results)
+
+        threading.Thread(target=run, daemon=True).start()
+        return future
+
+
+def test_an_overdue_answer_is_stopped_alone_and_the_rest_of_its_chunk_runs_again():
+    pool = ReportingPool()
+    payloads = ["a", "b", "hang", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+    started = time.monotonic()
+    results = run_chunks([pool], None, payloads, ["g"] * len(payloads), 0.3, 8, progress=[pool.slot])
+    elapsed = time.monotonic() - started
+    assert results == ["A", "B", Failed("timeout"), "C", "D", "E", "F", "G", "H", "I", "J", "K"]
+    assert pool.started.count("hang") == 1  # it cost the limit once, not once per chunk and once alone
+    assert pool.started.count("a") == 2 and pool.started.count("c") == 1  # the chunk's rest runs again, once
+    assert 0.3 <= elapsed < 0.3 * 2
+
+
 @pytest.mark.slow
 def test_a_hang_in_a_chunk_costs_only_its_own_answer():
+    limit = 4.0
     tower = "\\boxed{10^{10^{10^{10}}}}"
-    with MathVerifier(workers=1, timeout=2.0) as verifier:
-        pairs = [("\\boxed{\\frac{2}{4}}", "0.5"), (tower, "0.5"), ("\\boxed{0.25}", "0.5"), ("\\boxed{1/2}", "0.5")]
+    normal = [(f"\\boxed{{{n}/{2 * n}}}", "0.5") for n in range(1, 25)]
+    pairs = normal[:1] + [(tower, "0.5")] + normal[1:]  # the tower sits in the first chunk of 6
+    with MathVerifier(workers=1, timeout=limit) as verifier:
+        verifier.start()
+        started = time.monotonic()
         verdicts = verifier.score_many(pairs)
-    assert [v.reward for v in verdicts] == [1.0, 0.0, 0.0, 1.0]
-    assert [v.reason for v in verdicts] == [Reason.MATCH, Reason.TIMEOUT, Reason.MISMATCH, Reason.MATCH]
+        elapsed = time.monotonic() - started
+    assert [v.reward for v in verdicts] == [1.0, 0.0] + [1.0] * 23
+    assert verdicts[1].reason == Reason.TIMEOUT
+    # One limit for the tower plus a worker restart; judging the chunk whole and then the tower
+    # alone would take two limits.
+    assert elapsed < 2 * limit
 
 
 # -- the pool against math-verify called directly ----------------------------------------

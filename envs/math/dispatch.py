@@ -7,13 +7,19 @@ a wrong symbolic answer), so a static split by count leaves one worker idle whil
 still has a third of the batch; an idle worker takes the last queued chunk of the busiest one.
 Why chunks: one task per answer costs a pipe round trip each; a chunk of a few answers is one.
 
-A chunk gets the per-answer time limit as a whole. If it runs out (or its worker dies), its
-answers are judged again one per task, each with the full limit, so a TIMEOUT verdict always
-means that answer alone ran past the limit.
+The time limit is per answer. Each worker writes into a shared slot which answer of which
+chunk it has just started, and when (`envs.math.worker.report_start`); the dispatcher stops a
+worker whose current answer has run past the limit, gives that answer its TIMEOUT, and queues
+the rest of the chunk again. So a hung answer costs the limit once, wherever it sits in a
+chunk. Without slots (or when a worker dies) a chunk gets the limit as a whole and, if it
+fails, its answers are judged again one per task; either way a TIMEOUT verdict means that
+answer alone ran past the limit.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,6 +30,10 @@ from typing import Any
 
 DEFAULT_CHUNK_SIZE = 8
 IN_FLIGHT_PER_WORKER = 2
+IDLE = -1.0
+"""A progress slot's task id before its worker has started any answer."""
+_task_ids = itertools.count()
+"""Task ids are unique in this process, across calls: a slot may still name an earlier call's task."""
 
 
 @dataclass(frozen=True)
@@ -87,22 +97,26 @@ def plan_chunks(golds: Sequence[str], workers: int, chunk_size: int) -> list[deq
 
 def run_chunks(
     pools: Sequence[Any],
-    task: Callable[[list[Any]], list[Any]],
+    task: Callable[[list[Any], int], list[Any]],
     payloads: Sequence[Any],
     golds: Sequence[str],
     timeout: float,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Sequence[Sequence[float]] | None = None,
 ) -> list[Any]:
-    """`task(chunk)` on the workers' `pools` for every payload; results (or `Failed`) in order.
+    """`task(chunk, task_id)` on the workers' `pools` for every payload; results (or `Failed`)
+    in order.
 
     `task` maps a list of payloads to a list of results of the same length. Each pool is a
-    single-process pebble pool.
+    single-process pebble pool. `progress`, when given, holds one slot per pool that its worker
+    sets to ``[task_id, position in the chunk, time.monotonic()]`` as it starts each answer.
     """
     from pebble import ProcessExpired
 
     queues = plan_chunks(golds, len(pools), max(1, chunk_size))
     results: list[Any] = [None] * len(payloads)
-    in_flight: dict[Any, tuple[int, list[int]]] = {}
+    in_flight: dict[Any, tuple[int, int, list[int]]] = {}  # future -> (worker, task id, chunk)
+    by_id: dict[int, Any] = {}
     busy = [0] * len(pools)
 
     def take(w: int) -> list[int] | None:
@@ -117,16 +131,48 @@ def run_chunks(
                 chunk = take(w)
                 if chunk is None:
                     return
-                future = pools[w].schedule(task, args=([payloads[i] for i in chunk],), timeout=timeout)
-                in_flight[future] = (w, chunk)
+                task_id = next(_task_ids)
+                # With slots the per-answer check applies; the pool's own limit is a backstop.
+                limit = timeout * (len(chunk) + 1) if progress else timeout
+                future = pools[w].schedule(task, args=([payloads[i] for i in chunk], task_id), timeout=limit)
+                in_flight[future] = (w, task_id, chunk)
+                by_id[task_id] = future
                 busy[w] += 1
+
+    def settle(future: Any) -> tuple[int, list[int]]:
+        w, task_id, chunk = in_flight.pop(future)
+        del by_id[task_id]
+        busy[w] -= 1
+        return w, chunk
+
+    def stop_overdue_answers() -> None:
+        now = time.monotonic()
+        for w, slot in enumerate(progress or ()):
+            task_id, position, started = int(slot[0]), int(slot[1]), slot[2]
+            future = by_id.get(task_id)
+            if future is None or now - started < timeout or not future.cancel():  # cancel stops the worker
+                continue
+            _, chunk = settle(future)
+            results[chunk[position]] = Failed("timeout")
+            rest = chunk[:position] + chunk[position + 1 :]
+            if rest:
+                queues[w].appendleft(rest)
+
+    def seconds_to_next_check() -> float | None:
+        if not progress:
+            return None
+        now = time.monotonic()
+        soonest = now + timeout  # an answer that starts later is due no earlier than this
+        for slot in progress:
+            if int(slot[0]) in by_id:
+                soonest = min(soonest, slot[2] + timeout)
+        return max(0.0, soonest - now) + 0.01
 
     top_up()
     while in_flight:
-        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        done, _ = wait(list(in_flight), timeout=seconds_to_next_check(), return_when=FIRST_COMPLETED)
         for future in done:
-            w, chunk = in_flight.pop(future)
-            busy[w] -= 1
+            w, chunk = settle(future)
             try:
                 outcome = future.result()
             except FutureTimeout:
@@ -140,5 +186,6 @@ def run_chunks(
                 continue
             for i, result in zip(chunk, [outcome] if isinstance(outcome, Failed) else outcome, strict=True):
                 results[i] = result
+        stop_overdue_answers()
         top_up()
     return results

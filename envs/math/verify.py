@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from envs.math import worker
-from envs.math.dispatch import DEFAULT_CHUNK_SIZE, Failed, run_chunks
+from envs.math.dispatch import DEFAULT_CHUNK_SIZE, IDLE, Failed, run_chunks
 from envs.math.extract import (
     DEFAULT_MAX_ANSWER_CHARS,
     DEFAULT_TAIL_CHARS,
@@ -103,7 +103,7 @@ class MathVerifier:
     """Scores replies against gold answers with math-verify in `workers` processes.
 
     `timeout` is the wall-clock limit for one answer once a worker starts on it (answers
-    travel `chunk_size` at a time; see `envs.math.dispatch` for what a timed-out chunk costs).
+    travel `chunk_size` at a time; `envs.math.dispatch` keeps the limit per answer).
     Replies are reduced to their last ``\\boxed{}`` (or their last `tail_chars` characters when
     unboxed); boxed answers longer than `max_answer_chars` score 0 without being parsed. The
     pool starts on first use; call `close()` (or use ``with``) to stop it, or rely on exit-time
@@ -139,6 +139,7 @@ class MathVerifier:
         self.chunk_size = chunk_size
         self._mp_context = mp_context or _default_context()
         self._pools: list | None = None  # one single-process pebble pool per worker
+        self._progress: list | None = None  # and its shared progress slot
         self._pool_pid: int | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
@@ -175,7 +176,7 @@ class MathVerifier:
         # Pickled into another process (e.g. a remote env worker): settings travel, the pool
         # does not; the receiver starts its own on first use.
         state = self.__dict__.copy()
-        state.update(_pools=None, _pool_pid=None, _finalizer=None, _lock=None, _cache=OrderedDict())
+        state.update(_pools=None, _progress=None, _pool_pid=None, _finalizer=None, _lock=None, _cache=OrderedDict())
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -199,14 +200,18 @@ class MathVerifier:
             if self._pools is not None and self._pool_pid != os.getpid():
                 self._pools = None  # inherited through fork: those pools belong to the parent
             if self._pools is None:
+                # One shared [task id, position, start time] slot per worker: the per-answer clock.
+                self._progress = [
+                    self._mp_context.Array("d", [IDLE, 0.0, 0.0], lock=False) for _ in range(self.workers)
+                ]
                 self._pools = [
                     ProcessPool(
                         max_workers=1,
                         initializer=worker.init_worker,
-                        initargs=(self.memory_limit_mb,),
+                        initargs=(self.memory_limit_mb, slot),
                         context=self._mp_context,
                     )
-                    for _ in range(self.workers)
+                    for slot in self._progress
                 ]
                 self._pool_pid = os.getpid()
                 self._finalizer = weakref.finalize(self, _stop_pools, self._pools)
@@ -273,7 +278,8 @@ class MathVerifier:
     def _run(self, keys: Sequence[tuple[str, str, str]]) -> list[Verdict]:
         payloads = [(Candidate(AnswerKind(kind), text).for_math_verify(), gold) for kind, text, gold in keys]
         golds = [gold for _, _, gold in keys]
-        outcomes = run_chunks(self._ensure_pools(), worker.judge_many, payloads, golds, self.timeout, self.chunk_size)
+        pools = self._ensure_pools()
+        outcomes = run_chunks(pools, worker.judge_many, payloads, golds, self.timeout, self.chunk_size, self._progress)
         verdicts = []
         for key, outcome in zip(keys, outcomes, strict=True):
             gold = key[2]

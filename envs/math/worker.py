@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -93,11 +94,30 @@ def judge(text: str, gold: str) -> tuple[bool, str | None, str | None, bool, boo
     return ok, shown(pred_parsed), shown(gold_parsed), bool(pred_parsed), bool(gold_parsed)
 
 
-def judge_many(items: Sequence[tuple[str, str]]) -> list[tuple[bool, str | None, str | None, bool, bool] | str]:
+_progress: Any = None
+"""This worker's shared slot (see `report_start`), or None when the parent gave none."""
+
+
+def report_start(task_id: int, position: int) -> None:
+    """Tell the parent which answer starts now: ``[task_id, position, time.monotonic()]``.
+
+    The start time is written first and the task id last, so a read that falls between the
+    writes can only see a later start for an earlier answer: never an answer overdue too soon.
+    """
+    if _progress is not None:
+        _progress[2] = time.monotonic()
+        _progress[1] = position
+        _progress[0] = task_id
+
+
+def judge_many(
+    items: Sequence[tuple[str, str]], task_id: int = -1
+) -> list[tuple[bool, str | None, str | None, bool, bool] | str]:
     """`judge` for each (text, gold) of a chunk; an answer whose judging raised gets its
     exception's type name instead, so one bad answer does not lose the chunk."""
     results: list[tuple[bool, str | None, str | None, bool, bool] | str] = []
-    for text, gold in items:
+    for position, (text, gold) in enumerate(items):
+        report_start(task_id, position)
         try:
             results.append(judge(text, gold))
         except Exception as exc:  # a bug or resource error inside math-verify/SymPy
@@ -105,9 +125,9 @@ def judge_many(items: Sequence[tuple[str, str]]) -> list[tuple[bool, str | None,
     return results
 
 
-def init_worker(memory_limit_mb: int | None) -> None:
-    """Worker start-up: cap memory, silence math-verify's "timeout disabled" warning, install
-    `mvpatch`, warm up.
+def init_worker(memory_limit_mb: int | None, progress: Any = None) -> None:
+    """Worker start-up: cap memory, keep the progress slot, silence math-verify's "timeout
+    disabled" warning, install `mvpatch`, warm up.
 
     Warming up (imports, regex compilation, the first SymPy parse) here keeps that one-off
     second out of the first answer's time limit.
@@ -118,6 +138,8 @@ def init_worker(memory_limit_mb: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ValueError, OSError):  # a lower hard limit already applies
             pass
+    global _progress
+    _progress = progress
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     mvpatch.install()
