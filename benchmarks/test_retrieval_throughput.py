@@ -122,13 +122,14 @@ def test_server_vs_in_process(benchmark, questions: list[str], inprocess: LocalR
             started = time.perf_counter()
             inprocess.retrieve(questions, k)
             in_process_times.append(time.perf_counter() - started)
-        gc.collect()
+        gc.collect()  # the server round's collection, outside its timing
 
-    def over_http() -> list:
+    def retrieve_over_http() -> list:
         with gc_paused():
             return client.retrieve(questions, k)
 
-    over_http = benchmark.pedantic(over_http, setup=time_in_process, rounds=COMPARISON_ROUNDS, warmup_rounds=1)
+    over_http = benchmark.pedantic(retrieve_over_http, setup=time_in_process, rounds=COMPARISON_ROUNDS,
+                                   warmup_rounds=1)
     in_process_s = statistics.median(in_process_times[1:])
     assert over_http == inprocess.retrieve(questions, k), "the server returns exactly the in-process passages"
     overhead = benchmark.stats.stats.median / in_process_s - 1

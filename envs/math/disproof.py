@@ -25,35 +25,29 @@ node outside the list) goes to math-verify unchanged.
 
 from __future__ import annotations
 
-from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 DIGITS = 30
-POINTS = (Fraction(13, 7), Fraction(17, 11), Fraction(23, 19), Fraction(29, 13), Fraction(31, 17),
-          Fraction(37, 23), Fraction(41, 29), Fraction(43, 31))
-"""Distinct positive non-integer rationals, one per free symbol (at most this many symbols)."""
+POINTS = ((13, 7), (17, 11), (23, 19), (29, 13), (31, 17), (37, 23), (41, 29), (43, 31))
+"""Distinct positive non-integer rationals p/q, one per free symbol (at most this many symbols)."""
 
 
+@lru_cache(maxsize=1)
 def _allowed_types() -> tuple[type, ...]:
     import sympy as sp
-
-    functions = (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.cot, sp.sec, sp.csc, sp.Abs)
     from sympy.core.numbers import ImaginaryUnit
 
+    functions = (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.cot, sp.sec, sp.csc, sp.Abs)
     return (sp.Add, sp.Mul, sp.Pow, sp.Rational, sp.NumberSymbol, ImaginaryUnit, *functions)
-
-
-_ALLOWED: tuple[type, ...] | None = None
 
 
 def _exact(expr: Any) -> bool:
     """Only the node types above, and plain `Symbol`s (no bound variables, no `Dummy`)."""
     import sympy as sp
 
-    global _ALLOWED
-    if _ALLOWED is None:
-        _ALLOWED = _allowed_types()
-    return all(type(node) is sp.Symbol or (isinstance(node, _ALLOWED) and not isinstance(node, sp.Float))
+    allowed = _allowed_types()
+    return all(type(node) is sp.Symbol or (isinstance(node, allowed) and not isinstance(node, sp.Float))
                for node in sp.preorder_traversal(expr))
 
 
@@ -75,7 +69,7 @@ def certainly_unequal(a: Any, b: Any) -> bool:
         symbols = sorted(difference.free_symbols, key=lambda s: s.name)
         if len(symbols) > len(POINTS):
             return False
-        point = {s: sp.Rational(p.numerator, p.denominator) for s, p in zip(symbols, POINTS)}
+        point = {s: sp.Rational(p, q) for s, (p, q) in zip(symbols, POINTS)}
         if not all(_admits(symbol, value) for symbol, value in point.items()):
             return False  # an integer, negative or imaginary symbol: the point is outside its domain
         value = difference.evalf(DIGITS, subs=point, strict=True)

@@ -154,7 +154,7 @@ class MathVerifier:
 
     def close(self) -> None:
         with self._lock:
-            pools, self._pools = self._pools, None
+            pools, self._pools, self._progress = self._pools, None, None
             if self._finalizer is not None:
                 self._finalizer.detach()
                 self._finalizer = None

@@ -5,7 +5,8 @@ is split into requests of `chunk_size` queries with `pipeline` of them in flight
 so the server searches the next chunk while this process receives and decodes earlier ones
 (and batches over the server's query limit still work). Three in flight rather than two: a
 reply can reach this process a few milliseconds late (the server's event loop waits for the
-GIL to send it), and with two the server would sometimes finish a search with nothing queued. Connections are reused across calls.
+GIL to send it), and with two the server would sometimes finish a search with nothing queued.
+Connections are reused across calls.
 A connection failure or a 5xx is retried a bounded number of times with exponential
 backoff; a 4xx is the caller's mistake and is raised at once with the server's message.
 """
