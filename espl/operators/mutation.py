@@ -173,14 +173,15 @@ def _interleave(group: ProblemRollouts, threshold: float, cap: int | None) -> li
 
 def _summarise(problems: list[_Problem], reflector: ReflectorLike, config: MutationConfig, notes: list[str]) -> int:
     """Fill each problem's summaries (in rollout order); returns how many went on verbatim."""
-    jobs: list[tuple[_Problem, Trajectory, str | None]] = []
+    jobs: list[tuple[_Problem, Trajectory, str, str | None]] = []
     for problem in problems:
         for trajectory in problem.picked:
-            jobs.append((problem, trajectory, _verbatim(trajectory, config)))
-    asked = [(p, t) for p, t, verbatim in jobs if verbatim is None]
-    replies = iter(ask_safely(reflector, [_summary_conversation(p.group, t, config) for p, t in asked],
-                              max_tokens=config.summary_tokens))
-    for problem, trajectory, verbatim in jobs:
+            transcript = transcript_of(trajectory)
+            jobs.append((problem, trajectory, transcript, _verbatim(trajectory, transcript, config)))
+    asked = [_summary_conversation(p.group, t, transcript, config) for p, t, transcript, verbatim in jobs
+             if verbatim is None]
+    replies = iter(ask_safely(reflector, asked, max_tokens=config.summary_tokens))
+    for problem, trajectory, _, verbatim in jobs:
         if verbatim is None:
             reply = next(replies)
             text = clean_for_prompt(reply.text, config.summary_chars) if reply.ok else ""
@@ -193,9 +194,8 @@ def _summarise(problems: list[_Problem], reflector: ReflectorLike, config: Mutat
     return len(jobs) - len(asked)
 
 
-def _verbatim(trajectory: Trajectory, config: MutationConfig) -> str | None:
+def _verbatim(trajectory: Trajectory, transcript: str, config: MutationConfig) -> str | None:
     """The transcript itself, with the parsed answer of a failure, when it is short enough."""
-    transcript = transcript_of(trajectory)
     if not transcript.strip() or len(transcript.split()) > config.verbatim_words:
         return None
     text = clean_for_prompt(transcript, config.summary_chars)
@@ -206,7 +206,7 @@ def _verbatim(trajectory: Trajectory, config: MutationConfig) -> str | None:
 
 
 def _summary_conversation(
-    group: ProblemRollouts, trajectory: Trajectory, config: MutationConfig
+    group: ProblemRollouts, trajectory: Trajectory, transcript: str, config: MutationConfig
 ) -> list[dict[str, str]]:
     succeeded = trajectory.reward >= config.success_threshold
     outcome = "succeeded" if succeeded else "failed"
@@ -218,7 +218,7 @@ def _summary_conversation(
         reward=f"{trajectory.reward:g}",
         question=clean_for_prompt(group.question, config.question_chars),
         gold=_gold_text(group),
-        transcript=clean_for_prompt(transcript_of(trajectory), config.transcript_chars) or templates.NONE_TEXT,
+        transcript=clean_for_prompt(transcript, config.transcript_chars) or templates.NONE_TEXT,
         max_words=config.summary_words,
     )
     return templates.conversation(text)
