@@ -24,6 +24,7 @@ from agents.engine import SamplingParams
 from agents.rollout import Episode, RolloutConfig, RolloutDriver
 from agents.trajectory import Trajectory
 from espl import factory
+from espl.atomic import readable_directory, staged_directory
 from espl.budget import Budget
 from espl.config import RunConfig
 from espl.evaluation import evaluate
@@ -103,7 +104,8 @@ class TrainingLoop:
 
     # -- start / resume --------------------------------------------------------------------
     def _resume_or_start(self) -> None:
-        loop_file = self.run_dir.file(CHECKPOINT) / LOOP_STATE
+        checkpoint = readable_directory(self.run_dir.file(CHECKPOINT))
+        loop_file = checkpoint / LOOP_STATE
         if loop_file.exists():
             import json
 
@@ -117,7 +119,7 @@ class TrainingLoop:
             if self.policy.trainer is not None:
                 from espl.rl.checkpoint import load_checkpoint
 
-                load_checkpoint(self.policy.trainer, self.run_dir.file(CHECKPOINT) / "trainer")
+                load_checkpoint(self.policy.trainer, checkpoint / "trainer")
                 self.policy.after_update()
             return
         for name in (METRICS, ROLLOUTS, PROMPTS):  # a start that died before its first checkpoint
@@ -279,18 +281,16 @@ class TrainingLoop:
         return metrics
 
     def _checkpoint(self) -> None:
+        """Trainer and loop state in one folder swapped in at once: a resume never pairs the
+        trainer of one iteration with the loop state of another."""
         import json
-        import os
 
-        directory = self.run_dir.file(CHECKPOINT)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.policy.trainer is not None:
-            from espl.rl.checkpoint import save_checkpoint
+        with staged_directory(self.run_dir.file(CHECKPOINT)) as staging:
+            if self.policy.trainer is not None:
+                from espl.rl.checkpoint import save_checkpoint
 
-            save_checkpoint(self.policy.trainer, directory / "trainer")
-        tmp = directory / (LOOP_STATE + ".tmp")
-        tmp.write_text(json.dumps(self.state.to_dict(), indent=2))
-        os.replace(tmp, directory / LOOP_STATE)
+                save_checkpoint(self.policy.trainer, staging / "trainer")
+            (staging / LOOP_STATE).write_text(json.dumps(self.state.to_dict(), indent=2))
 
 
 def _seed(seed: int, iteration: int, phase: int) -> int:

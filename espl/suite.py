@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from espl.atomic import readable_directory
 from espl.config import ConfigError, RunConfig, load_config
 from espl.records import CHECKPOINT, CONFIG, LOOP_STATE, SUMMARY
 
@@ -205,7 +206,7 @@ def run_status(spec: RunSpec) -> RunStatus:
         return RunStatus.STALE
     if (spec.run_dir / SUMMARY).exists():
         return RunStatus.FINISHED
-    if (spec.run_dir / CHECKPOINT / LOOP_STATE).exists():
+    if (readable_directory(spec.run_dir / CHECKPOINT) / LOOP_STATE).exists():
         return RunStatus.PARTIAL
     return RunStatus.MISSING
 

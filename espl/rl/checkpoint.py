@@ -1,22 +1,20 @@
 """Trainer checkpoints: adapters, optimizer, EMA anchor, RNG states and the step counter.
 
-A checkpoint is a folder written atomically (a temp folder renamed into place), so a run
-killed mid-save leaves the previous checkpoint intact. Loading restores every RNG, so the
+A checkpoint is a folder written atomically (`espl.atomic`), so a run killed mid-save leaves
+the previous checkpoint intact. Loading restores every RNG, so the
 next step after a resume computes the same loss as the uninterrupted run.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from espl.atomic import readable_directory, staged_directory
 from espl.rl.lora import ANCHOR, POLICY, adapter_tensors
 
 STATE_FILE = "trainer.pt"
@@ -40,9 +38,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(trainer: Any, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the trainer's state to `directory` (replaced atomically if it exists)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         adapters = {POLICY: _cpu(adapter_tensors(trainer.model, POLICY))}
         if ANCHOR in trainer.model.peft_config:
             adapters[ANCHOR] = _cpu(adapter_tensors(trainer.model, ANCHOR))
@@ -54,22 +50,15 @@ def save_checkpoint(trainer: Any, directory: str | Path, extra: dict[str, Any] |
                 "rng": rng_state(),
                 "extra": extra or {},
             },
-            tmp / STATE_FILE,
+            staging / STATE_FILE,
         )
-        trainer.model.save_pretrained(str(tmp / "adapter"), selected_adapters=[POLICY])
-        backup = directory.with_name(directory.name + ".old")
-        if directory.exists():
-            os.replace(directory, backup)
-        os.replace(tmp, directory)
-        shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(str(staging / "adapter"), selected_adapters=[POLICY])
     return directory
 
 
 def load_checkpoint(trainer: Any, directory: str | Path) -> dict[str, Any]:
     """Restore a trainer saved by `save_checkpoint`; returns the `extra` dict saved with it."""
-    state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+    state = torch.load(readable_directory(directory) / STATE_FILE, map_location="cpu", weights_only=False)
     with torch.no_grad():
         for adapter, tensors in state["adapters"].items():
             target = adapter_tensors(trainer.model, adapter)
