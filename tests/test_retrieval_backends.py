@@ -74,6 +74,23 @@ def test_bm25s_ranks_like_lucene_bm25(bm25s_index) -> None:
     assert recall / QUESTIONS >= 0.95
 
 
+def test_bm25s_hits_are_exactly_the_passages_holding_a_query_term(bm25s_index) -> None:
+    """With k above the number of matching passages, a query gets those and no zero-score
+    filler; an unmatched query gets nothing."""
+    backend = bm25s_index.backend
+    corpus = bm25s_index.corpus
+    analyzer = backend._analyzer
+    terms_of = [set(analyzer(f"{corpus.titles[r]} {corpus.texts[r]}")) for r in range(len(corpus))]
+    queries = ["Scott Derrickson", "Doctor Strange director", "zzzqx unknownword", "the of and"]
+    hits = backend.search(queries, len(corpus))
+    for query, rows, scores in zip(queries, hits.rows, hits.scores):
+        terms = set(analyzer(query))
+        holding = {r for r in range(len(corpus)) if terms & terms_of[r]}
+        assert set(rows) == holding and len(rows) == len(holding), query
+        assert all(score > 0 for score in scores) and scores == sorted(scores, reverse=True)
+    assert 0 < len(hits.rows[0]) < len(corpus) and hits.rows[2] == hits.rows[3] == []
+
+
 def test_bm25s_numpy_and_numba_engines_agree(bm25s_index, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("numba")
     from envs.retrieval.backends.bm25s_backend import BM25sBackend

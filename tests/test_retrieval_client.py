@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from envs.retrieval import client as client_module
-from envs.retrieval.client import RetrievalClient, RetrievalError, RetrievalUnavailable
+from envs.retrieval.client import RetrievalClient, RetrievalError, RetrievalUnavailable, chunk_sizes
 from envs.retrieval.corpus import Corpus, write_corpus
 from envs.retrieval.index import build_index
 from envs.retrieval.local import BackgroundServer
@@ -175,6 +175,23 @@ def test_a_large_batch_is_split_into_chunks_answered_in_order() -> None:
     client.retrieve(queries[:3], topk=1)
     assert len(seen) == 5, "a batch of chunk_size queries is one request"
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("total", "sizes"),
+    [
+        (1702, [256] * 6 + [134, 32]),  # the benchmark's batch: the last reply is a small one
+        (512, [256, 224, 32]),
+        (300, [256, 44]),  # a remainder of up to twice the last size stays whole
+        (256, [256]),  # one request: nothing to overlap, so nothing to split
+        (100, [100]),
+        (1, [1]),
+        (0, []),
+    ],
+)
+def test_chunk_sizes_keep_the_last_reply_small(total: int, sizes: list[int]) -> None:
+    assert chunk_sizes(total, 256) == sizes
+    assert sum(sizes) == total
 
 
 def test_a_failing_chunk_fails_the_whole_batch(sleeps: list[float]) -> None:

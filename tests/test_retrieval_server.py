@@ -158,16 +158,23 @@ def test_query_without_any_indexed_term_gets_no_passages(server: BackgroundServe
 
 
 class SlowRetriever:
-    """Takes `seconds` per search and records when each one ran."""
+    """Takes `seconds` per search and `encode_seconds` per reply, and records when each ran."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.ran = seconds, []
+    def __init__(self, seconds: float, encode_seconds: float = 0.0) -> None:
+        self.seconds, self.encode_seconds = seconds, encode_seconds
+        self.ran, self.encoded = [], []
 
-    def reply(self, queries, topk: int, return_scores: bool) -> bytes:
+    def search(self, queries, topk: int) -> list[str]:
         started = time.monotonic()
         time.sleep(self.seconds)
         self.ran.append((queries[0], started, time.monotonic()))
-        return json.dumps({"result": [[] for _ in queries]}).encode()
+        return list(queries)
+
+    def encode_reply(self, hits: list[str], return_scores: bool) -> bytes:
+        started = time.monotonic()
+        time.sleep(self.encode_seconds)
+        self.encoded.append((hits[0], started, time.monotonic()))
+        return json.dumps({"result": [[] for _ in hits]}).encode()
 
     def health(self) -> dict:
         return {"status": "ok"}
@@ -195,3 +202,29 @@ def test_searches_run_one_at_a_time_in_arrival_order_and_health_stays_prompt() -
     for (_, _, ended), (_, started_next, _) in itertools.pairwise(slow.ran):
         assert started_next >= ended  # never two at once
     assert health_s < 0.25  # answered while the searches (0.9 s in all) were still running
+
+
+def test_a_reply_is_encoded_while_the_next_search_runs() -> None:
+    slow = SlowRetriever(0.3, encode_seconds=0.25)
+    running = BackgroundServer.start(slow)
+    try:
+        def post(name: str) -> httpx.Response:
+            return httpx.post(f"{running.url}/retrieve", json={"queries": [name]}, timeout=30)
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = []
+            for name in ("first", "second", "third"):
+                futures.append(pool.submit(post, name))
+                time.sleep(0.05)
+            replies = [future.result() for future in futures]
+    finally:
+        running.stop()
+    assert [reply.status_code for reply in replies] == [200, 200, 200]
+    assert [reply.json() for reply in replies] == [{"result": [[]]}] * 3
+    assert [name for name, _, _ in slow.ran] == [name for name, _, _ in slow.encoded] == ["first", "second", "third"]
+    for (_, _, ended), (_, started_next, _) in itertools.pairwise(slow.ran):
+        assert started_next - ended < 0.1  # the next search did not wait for this reply's encoding
+    for (name, _, search_ended), (_, encode_started, _) in zip(slow.ran, slow.encoded):
+        assert encode_started >= search_ended, name
+    # three searches back to back, then the last encoding: not search + encoding three times
+    assert slow.encoded[-1][2] - slow.ran[0][1] < 3 * 0.3 + 0.25 + 0.2

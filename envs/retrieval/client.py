@@ -132,10 +132,10 @@ class RetrievalClient:
         if len(queries) <= size:
             return self._retrieve_chunk(queries, topk) if queries else []
         pool = self._workers()
-        futures = [
-            pool.submit(self._retrieve_chunk, queries[start : start + size], topk)
-            for start in range(0, len(queries), size)
-        ]
+        futures, start = [], 0
+        for chunk in chunk_sizes(len(queries), size):
+            futures.append(pool.submit(self._retrieve_chunk, queries[start : start + chunk], topk))
+            start += chunk
         try:
             return [passages for future in futures for passages in future.result()]
         finally:
@@ -160,6 +160,20 @@ class RetrievalClient:
             return decode_json(self._request("GET", "/health"))
         except ValueError as error:
             raise RetrievalError(f"retrieval server at {self.url} sent invalid JSON: {error}") from None
+
+
+def chunk_sizes(total: int, size: int, last: int = 32) -> list[int]:
+    """Request sizes for a batch of `total` queries: `size` each, with the final `last`
+    queries in a request of their own when the remainder is over twice that. The server
+    searches the next chunk while this process decodes a reply, except after the final one:
+    that reply's transfer and decoding are paid in full, so it is kept small."""
+    sizes = [size] * (total // size)
+    if total % size:
+        sizes.append(total % size)
+    if len(sizes) > 1 and sizes[-1] > 2 * last:
+        sizes[-1] -= last
+        sizes.append(last)
+    return sizes
 
 
 def _error_message(response: httpx.Response) -> str:

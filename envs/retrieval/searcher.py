@@ -76,7 +76,11 @@ class LocalRetriever:
 
     def reply(self, queries: Sequence[str], topk: int, return_scores: bool) -> bytes:
         """The body of Search-R1's /retrieve reply for these queries."""
-        return self._reply.encode(self.search(queries, topk), return_scores)
+        return self.encode_reply(self.search(queries, topk), return_scores)
+
+    def encode_reply(self, hits: SearchHits, return_scores: bool) -> bytes:
+        """The body of Search-R1's /retrieve reply for hits that `search` found."""
+        return self._reply.encode(hits, return_scores)
 
     def warm_up(self) -> None:
         """Pay one-off costs (JIT compiles, lazy loads) now rather than on the first request."""

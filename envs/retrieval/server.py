@@ -6,8 +6,13 @@ otherwise, bounds every request (see `Limits`), answers bad input with a 4xx JSO
 to accept and reject requests while a large batch is scored. Searches run one at a time in
 arrival order: with the GIL, concurrent ones would only interleave and all finish late,
 while in order a client that pipelines chunks of a batch gets each back as soon as it can.
-The thread takes the next queued search as soon as it finishes one, while the event loop
-sends the finished reply: the searches of a pipelined batch run back to back.
+
+Each request passes through two single-thread stages, search then reply encoding, like an
+inference server that detokenises one step's output while the GPU runs the next. The search
+thread hands its hits to the encoder thread and takes the next queued search at once, so the
+searches of a pipelined batch run back to back, and a reply's encoding (about 10 ms for a
+1,700-query batch at k=10, against about 90 ms of search) overlaps the next search's
+scoring wherever the backend scores without holding the GIL, as bm25s's numba kernel does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import gc
 import logging
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
@@ -64,10 +69,13 @@ def create_app(retriever: LocalRetriever, limits: Limits | None = None) -> Starl
     """A Starlette app serving `retriever` with the given request limits."""
     limits = limits or Limits()
     searcher = ThreadPoolExecutor(1, thread_name_prefix="retrieval-search")
+    encoder = ThreadPoolExecutor(1, thread_name_prefix="retrieval-encode")
 
-    def answer(request: RetrieveRequest) -> bytes:
-        # Runs in the search thread: scoring and JSON encoding are both CPU-bound.
-        return retriever.reply(request.queries, request.topk, request.return_scores)
+    def search(request: RetrieveRequest) -> Future[bytes]:
+        # Runs in the search thread, which hands the hits straight to the encoder thread and
+        # takes the next queued search: this reply is encoded while the next one is scored.
+        hits = retriever.search(request.queries, request.topk)
+        return encoder.submit(retriever.encode_reply, hits, request.return_scores)
 
     async def retrieve(request: Request) -> Response:
         content_type = request.headers.get("content-type", "application/json")
@@ -78,7 +86,8 @@ def create_app(retriever: LocalRetriever, limits: Limits | None = None) -> Starl
         except BadRequest as error:
             return error_response(str(error), error.status)
         try:
-            body = await asyncio.get_running_loop().run_in_executor(searcher, answer, parsed)
+            encoding = await asyncio.get_running_loop().run_in_executor(searcher, search, parsed)
+            body = await asyncio.wrap_future(encoding)
         except Exception as error:  # a backend failure must not take the server down
             log.exception("retrieval failed")
             return error_response(f"retrieval failed: {type(error).__name__}: {error}", 500)
@@ -100,6 +109,7 @@ def create_app(retriever: LocalRetriever, limits: Limits | None = None) -> Starl
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     weakref.finalize(app, searcher.shutdown, wait=False)
+    weakref.finalize(app, encoder.shutdown, wait=False)
     return app
 
 

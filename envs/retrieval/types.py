@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
 
-@dataclass(frozen=True)
-class Passage:
+
+class Passage(msgspec.Struct, frozen=True, gc=False):
     """One retrieved passage. On the wire (Search-R1's API) it is ``{"id", "contents"}``
-    with ``contents = '"Title"\\ntext'``."""
+    with ``contents = '"Title"\\ntext'``.
+
+    A frozen struct rather than a frozen dataclass: a k=10 batch of 1,700 queries builds
+    17,000 of these, and a struct is built in C (about 10x faster) and, holding only strings
+    and a float, is left out of the garbage collector's tracking.
+    """
 
     id: str
     title: str

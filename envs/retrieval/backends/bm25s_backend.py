@@ -132,13 +132,16 @@ class BM25sBackend:
             found, found_scores = self._model.retrieve(
                 [term_ids[i] for i in answerable], k=k, show_progress=False, n_threads=0
             )
-        found = np.asarray(found)
+        found_rows = np.asarray(found).tolist()
         found_scores = np.asarray(found_scores, dtype=np.float64)
+        # Like Lucene, only passages that contain a query term count as hits: a row's zero
+        # scores (fewer matching passages than k) are its tail, since rows are sorted.
+        matched = np.count_nonzero(found_scores > 0, axis=1).tolist()
+        score_rows = found_scores.tolist()
         for slot, query_index in enumerate(answerable):
-            # Like Lucene, only passages that contain a query term count as hits.
-            keep = found_scores[slot] > 0
-            rows[query_index] = found[slot][keep].tolist()
-            scores[query_index] = found_scores[slot][keep].tolist()
+            count = matched[slot]
+            rows[query_index] = found_rows[slot][:count] if count < k else found_rows[slot]
+            scores[query_index] = score_rows[slot][:count] if count < k else score_rows[slot]
         return SearchHits(rows, scores)
 
     def warm_up(self) -> None:
