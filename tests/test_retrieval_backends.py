@@ -91,6 +91,21 @@ def test_bm25s_hits_are_exactly_the_passages_holding_a_query_term(bm25s_index) -
     assert 0 < len(hits.rows[0]) < len(corpus) and hits.rows[2] == hits.rows[3] == []
 
 
+@pytest.mark.parametrize("cache_size", [1 << 20, 2])
+def test_query_term_ids_are_the_analyzed_terms_in_the_index(
+    bm25s_index, monkeypatch: pytest.MonkeyPatch, cache_size: int
+) -> None:
+    from envs.retrieval.backends import bm25s_backend
+
+    monkeypatch.setattr(bm25s_backend, "_WORD_CACHE_SIZE", cache_size)  # 2: the cache is emptied again and again
+    backend = bm25s_backend.BM25sBackend.load(bm25s_index.directory, bm25s_index.corpus)
+    vocab, analyzer = backend._vocab, backend._analyzer
+    queries = questions() + ["The OF and", "", "Ünïcode straße x1 y_2", "zzzqx running runs RAN", "a an the"]
+    for _ in range(2):  # the second pass is answered from the word cache
+        for query in queries:
+            assert backend.query_term_ids(query) == [vocab[t] for t in analyzer(query) if t in vocab], query
+
+
 def test_bm25s_numpy_and_numba_engines_agree(bm25s_index, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("numba")
     from envs.retrieval.backends.bm25s_backend import BM25sBackend

@@ -38,10 +38,21 @@ class Analyzer:
         self.stemmer = "porter" if self._stem_word is not None else "none"
 
     def __call__(self, text: str) -> list[str]:
-        words = [w for w in _WORD.findall(text.lower()) if w not in LUCENE_STOPWORDS]
+        words = [w for w in self.words(text) if w not in LUCENE_STOPWORDS]
         if self._stem_word is None:
             return words
         return [self._stem_word(w) for w in words]
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """The lowercased word runs of `text`, stopwords included."""
+        return _WORD.findall(text.lower())
+
+    def term(self, word: str) -> str | None:
+        """The term one of `words` contributes, or None for a stopword: `__call__` word by word."""
+        if word in LUCENE_STOPWORDS:
+            return None
+        return self._stem_word(word) if self._stem_word is not None else word
 
     def many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(text) for text in texts]

@@ -24,6 +24,7 @@ ENGINE_ENV = "ESPL_BM25S_ENGINE"
 """Set to ``numba`` or ``numpy`` to force a bm25s engine (default: numba when importable)."""
 _SETTINGS_FILE = "analyzer.json"
 _TOKENIZE_CHUNK = 5_000
+_WORD_CACHE_SIZE = 1 << 20
 
 # numba's parallel kernels abort if two threads launch them at once; one lock per process.
 _SEARCH_LOCK = threading.Lock()
@@ -71,6 +72,7 @@ class BM25sBackend:
         self._model = model
         self._analyzer = analyzer
         self._vocab: dict[str, int] = model.vocab_dict
+        self._word_ids: dict[str, int] = {}
         self.num_docs = num_docs
         self.engine = engine
 
@@ -117,8 +119,26 @@ class BM25sBackend:
         return cls(model, analyzer, len(corpus), engine)
 
     def query_term_ids(self, query: str) -> list[int]:
-        vocab = self._vocab
-        return [vocab[t] for t in self._analyzer(query) if t in vocab]
+        """The index's term ids for `query`, through a cache from each surface word to its id
+        (-1 for a stopword or a term not in the index): one dict lookup per word instead of a
+        stopword test, a stem and a vocabulary lookup, as query words repeat heavily."""
+        ids = []
+        known = self._word_ids
+        for word in self._analyzer.words(query):
+            term_id = known.get(word)
+            if term_id is None:
+                term_id = self._word_id(word)
+            if term_id >= 0:
+                ids.append(term_id)
+        return ids
+
+    def _word_id(self, word: str) -> int:
+        term = self._analyzer.term(word)
+        term_id = -1 if term is None else self._vocab.get(term, -1)
+        if len(self._word_ids) >= _WORD_CACHE_SIZE:
+            self._word_ids.clear()
+        self._word_ids[word] = term_id
+        return term_id
 
     def search(self, queries: Sequence[str], k: int) -> SearchHits:
         k = max(1, min(k, self.num_docs))
