@@ -1,12 +1,13 @@
 """Retrieval speed: the HTTP server vs the same backend in process vs pyserini, and a load test.
 
-Workload: the 1,702 bundled HotpotQA dev questions, k=10 (and k=3, the search env's), over the bundled corpus (24,924
-passages). The server runs as its own process (`espl-bench retriever serve`), and the client
+Workload: the 1,702 bundled HotpotQA dev questions, k=10 (and k=3, the search env's), over
+the bundled corpus (24,924 passages). The server runs as its own process (`espl-bench retriever serve`), and the client
 sends the batch as `RetrievalClient.retrieve` does by default (``POST /retrieve`` requests of
 256 questions, the last 32 in a request of their own, three in flight) and parses every
 passage, so the server row pays for HTTP, JSON both ways, and passage objects. Each side's
 result is freed after its timer stops. Rows record queries/s and, measured in the same run
-(alternating rounds), ``overhead_vs_inprocess`` (server time / in-process time - 1) and
+(alternating rounds), ``overhead_vs_inprocess`` (median server time over median in-process
+time, minus 1; ``fastest_round_overhead`` compares the fastest rounds of each) and
 ``speedup_vs_pyserini`` (server q/s / pyserini ``batch_search`` q/s with 2 threads, timed after
 15 warm-up passes so that the JVM's JIT has settled).
 
@@ -135,8 +136,11 @@ def test_server_vs_in_process(benchmark, questions: list[str], inprocess: LocalR
     in_process_s = statistics.median(in_process_times[1:])
     assert over_http == inprocess.retrieve(questions, k), "the server returns exactly the in-process passages"
     overhead = benchmark.stats.stats.median / in_process_s - 1
+    # As `timeit` advises, the fastest rounds bound the cost itself: slower ones mostly wait on
+    # the other process, which shares this machine's cores and memory bandwidth with the server.
+    fastest_overhead = benchmark.stats.stats.min / min(in_process_times[1:]) - 1
     record(benchmark, questions, k=k, in_process_queries_per_s=round(len(questions) / in_process_s, 1),
-           overhead_vs_inprocess=round(overhead, 3))
+           overhead_vs_inprocess=round(overhead, 3), fastest_round_overhead=round(fastest_overhead, 3))
 
 
 @pytest.mark.pyserini

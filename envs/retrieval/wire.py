@@ -14,11 +14,11 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
+import msgspec
+
 from envs.retrieval.backends import SearchHits
 from envs.retrieval.corpus import Corpus
 from envs.retrieval.types import Passage
-
-import msgspec
 
 # A fast codec matters: a 1,700-query batch at k=10 answers with ~12 MB of JSON.
 _ENCODER = msgspec.json.Encoder()
