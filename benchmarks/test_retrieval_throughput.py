@@ -11,6 +11,11 @@ time, minus 1; ``fastest_round_overhead`` compares the fastest rounds of each) a
 ``speedup_vs_pyserini`` (server q/s / pyserini ``batch_search`` q/s with 2 threads, timed after
 15 warm-up passes so that the JVM's JIT has settled).
 
+Beside these, the in-process search is timed next to a second busy process (a spin loop, or
+one streaming memory), paused and running in alternate rounds: ``slowdown_beside_neighbour``
+is how much of the server's overhead this machine adds by itself, since the client is such a
+neighbour to the server.
+
 The load test sends 1,024 single-question requests (k=3, an env's search turn) from 32
 concurrent clients, and records errors and p50/p99 latency.
 
@@ -21,7 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -141,6 +150,49 @@ def test_server_vs_in_process(benchmark, questions: list[str], inprocess: LocalR
     fastest_overhead = benchmark.stats.stats.min / min(in_process_times[1:]) - 1
     record(benchmark, questions, k=k, in_process_queries_per_s=round(len(questions) / in_process_s, 1),
            overhead_vs_inprocess=round(overhead, 3), fastest_round_overhead=round(fastest_overhead, 3))
+
+
+NEIGHBOURS = {
+    "spin": "while True: pass",
+    "stream": "import numpy as np\na = np.ones(4_000_000)\nwhile True: b = a.copy()",
+}
+"""A second busy process: pure CPU, or CPU streaming 32 MB through memory (as the client does
+when it decodes replies)."""
+
+
+@pytest.mark.parametrize("neighbour", list(NEIGHBOURS))
+def test_in_process_beside_a_busy_process(benchmark, questions: list[str], inprocess: LocalRetriever,
+                                          neighbour: str) -> None:
+    """The machine's part of the server's overhead: how much a second busy process alone slows
+    the in-process search (alternating rounds with it paused and running). The server always
+    has one beside it, the client; on a machine with cores to spare this is about 0."""
+    process = subprocess.Popen([sys.executable, "-c", NEIGHBOURS[neighbour]])
+    alone_times: list[float] = []
+
+    def time_alone() -> None:
+        os.kill(process.pid, signal.SIGSTOP)
+        gc.collect()
+        with gc_paused():
+            started = time.perf_counter()
+            passages = inprocess.retrieve(questions, K)
+            alone_times.append(time.perf_counter() - started)
+        del passages
+        os.kill(process.pid, signal.SIGCONT)
+        gc.collect()
+        time.sleep(0.05)  # the neighbour is running again before the timed round
+
+    def beside_neighbour() -> list:
+        with gc_paused():
+            return inprocess.retrieve(questions, K)
+
+    try:
+        benchmark.pedantic(beside_neighbour, setup=time_alone, rounds=COMPARISON_ROUNDS, warmup_rounds=1)
+    finally:
+        process.kill()
+        process.wait()
+    alone_s = statistics.median(alone_times[1:])
+    record(benchmark, questions, neighbour=neighbour, alone_queries_per_s=round(len(questions) / alone_s, 1),
+           slowdown_beside_neighbour=round(benchmark.stats.stats.median / alone_s - 1, 3))
 
 
 @pytest.mark.pyserini
