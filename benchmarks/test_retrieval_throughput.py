@@ -78,6 +78,19 @@ def median_seconds(fn, rounds: int = ROUNDS, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def seconds_in_process(retriever: LocalRetriever, questions: list[str], k: int) -> float:
+    """One in-process retrieval, timed like a pytest-benchmark round: collected before, GC paused
+    inside, and the result freed after the timer stops (then collected, outside any timing)."""
+    gc.collect()
+    with gc_paused():
+        started = time.perf_counter()
+        passages = retriever.retrieve(questions, k)
+        elapsed = time.perf_counter() - started
+    del passages
+    gc.collect()
+    return elapsed
+
+
 @pytest.fixture(scope="module")
 def questions() -> list[str]:
     return [row["question"] for row in load_rows("hotpotqa_dev_distractor")]
@@ -128,13 +141,7 @@ def test_server_vs_in_process(benchmark, questions: list[str], inprocess: LocalR
     in_process_times: list[float] = []
 
     def time_in_process() -> None:  # before each server round, so both sides see the same load
-        gc.collect()
-        with gc_paused():
-            started = time.perf_counter()
-            passages = inprocess.retrieve(questions, k)
-            in_process_times.append(time.perf_counter() - started)
-        del passages  # as pytest-benchmark holds the server round's result until its timer stops
-        gc.collect()  # the server round's collection, outside its timing
+        in_process_times.append(seconds_in_process(inprocess, questions, k))
 
     def retrieve_over_http() -> list:
         with gc_paused():
@@ -171,14 +178,8 @@ def test_in_process_beside_a_busy_process(benchmark, questions: list[str], inpro
 
     def time_alone() -> None:
         os.kill(process.pid, signal.SIGSTOP)
-        gc.collect()
-        with gc_paused():
-            started = time.perf_counter()
-            passages = inprocess.retrieve(questions, K)
-            alone_times.append(time.perf_counter() - started)
-        del passages
+        alone_times.append(seconds_in_process(inprocess, questions, K))
         os.kill(process.pid, signal.SIGCONT)
-        gc.collect()
         time.sleep(0.05)  # the neighbour is running again before the timed round
 
     def beside_neighbour() -> list:

@@ -74,10 +74,6 @@ class LocalRetriever:
             for rows, scores in zip(hits.rows, hits.scores)
         ]
 
-    def reply(self, queries: Sequence[str], topk: int, return_scores: bool) -> bytes:
-        """The body of Search-R1's /retrieve reply for these queries."""
-        return self.encode_reply(self.search(queries, topk), return_scores)
-
     def encode_reply(self, hits: SearchHits, return_scores: bool) -> bytes:
         """The body of Search-R1's /retrieve reply for hits that `search` found."""
         return self._reply.encode(hits, return_scores)
