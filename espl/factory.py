@@ -52,7 +52,7 @@ def build_policy(config: RunConfig, *, train: bool, adapter_dir: str) -> Policy:
     tokenizer = models.load_tokenizer(policy.model)
     device = "cuda" if _cuda() else "cpu"
     model = models.load_model(policy.model, dtype="float32", device=device)
-    trainer = LoRATrainer(model, trainer_config, pad_id=tokenizer.pad_token_id or 0)
+    trainer = LoRATrainer(model, trainer_config, pad_id=tokenizer.pad_token_id or 0, seed=config.seed)
     if policy.engine == "hf":
         from agents.engines.hf import HFEngine
 

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,13 @@ POLICY = "policy"
 ANCHOR = "anchor"
 
 
-def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False) -> Any:
+def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False, seed: int = 0) -> Any:
     """Wrap `model` in a peft model with a trainable `policy` adapter (and a frozen `anchor`).
 
-    A model that already is a peft model with a `policy` adapter is returned as is.
+    A model that already is a peft model with a `policy` adapter is returned as is. peft draws
+    the A factors from torch's global RNG; they are drawn here from `seed` instead (the global
+    RNG is left as it was), so two runs with one seed start from the same adapter: B = 0 hides
+    A from the first rollouts, but not from the first gradient.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -41,7 +46,8 @@ def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False
             target_modules=list(settings.target_modules),
             task_type="CAUSAL_LM",
         )
-        peft_model = get_peft_model(model, config, adapter_name=POLICY)
+        with _seeded(model, seed):
+            peft_model = get_peft_model(model, config, adapter_name=POLICY)
     if with_anchor and ANCHOR not in peft_model.peft_config:
         peft_model.add_adapter(ANCHOR, peft_model.peft_config[POLICY])
         with torch.no_grad():
@@ -54,6 +60,16 @@ def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False
     for tensor in adapter_tensors(peft_model, POLICY).values():
         tensor.requires_grad_(True)
     return peft_model
+
+
+@contextmanager
+def _seeded(model: Any, seed: int) -> Iterator[None]:
+    """Torch's RNGs (CPU and the model's GPU) seeded with `seed` inside, restored after."""
+    device = next(model.parameters()).device
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def adapter_tensors(peft_model: Any, adapter: str) -> dict[str, Tensor]:

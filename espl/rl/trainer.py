@@ -31,7 +31,7 @@ from espl.rl.settings import TrainerConfig
 
 
 class LoRATrainer:
-    def __init__(self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0):
+    def __init__(self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0, seed: int = 0):
         self.config = config or TrainerConfig()
         kl = self.config.kl
         if kl.kind not in ("none", "k3", "topk"):
@@ -41,7 +41,7 @@ class LoRATrainer:
             options.setdefault("kl_coef", kl.coef)
         self.loss = make_loss(self.config.loss, **options)
         self.advantage_mode = self.config.advantage_mode or self.loss.default_advantage_mode
-        self.model = attach_lora(model, self.config.lora, with_anchor=kl.kind == "topk")
+        self.model = attach_lora(model, self.config.lora, with_anchor=kl.kind == "topk", seed=seed)
         self.device = next(self.model.parameters()).device
         self.pad_id = pad_id
         self.parameters = list(adapter_tensors(self.model, POLICY).values())
