@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from engine_contract import CONVERSATIONS, EngineContract, greedy
+from engine_contract import CONVERSATIONS, EngineContract, greedy, scorer
 
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, SamplingParams
@@ -82,6 +82,11 @@ class TestHFEngineContract(EngineContract):
     @classmethod
     def adapter(cls, engine: HFEngine) -> Adapter:
         return Adapter(name="policy")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def reference(cls, engine: HFEngine) -> Any:
+        return scorer(engine.model)
 
 
 def recomputed_logprobs(model: Any, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:

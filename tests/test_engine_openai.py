@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from engine_contract import CONVERSATIONS
+from engine_contract import CONVERSATIONS, assert_greedy, assert_same_greedy, scorer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -29,6 +29,7 @@ from agents.chat import render_prompt_ids
 from agents.engine import SamplingParams
 from agents.engines import make_engine
 from agents.engines.openai import OpenAIEngine
+from agents.engines.seeds import request_seed
 from agents.models import load_tokenizer, resolve
 
 MODEL = "smollm2-135m"
@@ -145,11 +146,24 @@ def test_request_fields_follow_vllms_completions_api(server: ScriptedServer, tok
     (completions,) = engine.generate([[11, 12, 13, 14]], params)
     (body,) = server.bodies
     assert body["prompt"] == [11, 12, 13, 14] and body["model"] == MODEL
-    assert body["n"] == 2 and body["seed"] == 5 and body["stop"] == ["</a>"] and body["logprobs"] == 0
+    assert body["n"] == 2 and body["seed"] == request_seed(5, 0) and body["stop"] == ["</a>"] and body["logprobs"] == 0
     assert body["return_token_ids"] and body["include_stop_str_in_output"]
     assert [c.token_ids for c in completions] == [[14, 13, 12]] * 2
     assert completions[0].logprobs == [-0.25] * 3 and completions[0].finish_reason == "length"
     assert completions[0].text == tokenizer.decode([14, 13, 12], skip_special_tokens=True)
+    engine.close()
+
+
+def test_copies_of_one_prompt_carry_their_own_seeds(server: ScriptedServer, tokenizer: Any) -> None:
+    engine = engine_for([server.url], tokenizer)
+    engine.generate([[11, 12]] * 5, SamplingParams(max_tokens=2, seed=9))
+    engine.generate([[11, 12]] * 5, SamplingParams(max_tokens=2, seed=9))
+    seeds = [body["seed"] for body in server.bodies]
+    assert len(set(seeds[:5])) == 5 and sorted(seeds[5:]) == sorted(seeds[:5])
+    assert set(seeds[:5]) == {request_seed(9, row) for row in range(5)}
+    server.reset()
+    engine.generate([[11, 12]] * 2, SamplingParams(max_tokens=2))
+    assert all("seed" not in body for body in server.bodies), "an unseeded call leaves sampling to the server"
     engine.close()
 
 
@@ -266,7 +280,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", resolve(MODEL), "--served-model-name", MODEL,
         "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--max-model-len", "2048", "--seed", "0", "--enforce-eager",
+        "--dtype", "float32", "--max-model-len", "2048", "--seed", "0", "--enforce-eager",
     ]  # fmt: skip
     with open(log, "wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
@@ -294,19 +308,28 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait()
 
 
+@pytest.fixture(scope="module")
+def reference() -> Any:
+    """The served weights in float32, teacher-forced: what greedy ids are checked against."""
+    from agents.models import load_model
+
+    return scorer(load_model(MODEL, dtype="float32"))
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_vllm_server_completions_with_token_ids(vllm_server: str, tokenizer: Any) -> None:
+def test_vllm_server_completions_with_token_ids(vllm_server: str, tokenizer: Any, reference: Any) -> None:
     port = vllm_server.rsplit(":", 1)[1]
     engine = OpenAIEngine(MODEL, base_urls=[vllm_server, f"http://localhost:{port}"], max_concurrency=4)
     prompts: list[Any] = [render_prompt_ids(tokenizer, c) for c in CONVERSATIONS]
     greedy = SamplingParams(temperature=0.0, max_tokens=12)
     results = engine.generate(prompts + [[len(tokenizer) + 10**6]], greedy)
-    for (completion,) in results[:3]:
+    for prompt, (completion,) in zip(prompts, results[:3]):
         assert completion.ok and 0 < len(completion.token_ids) <= 12
         assert len(completion.logprobs) == len(completion.token_ids)
         assert all(lp <= 1e-6 for lp in completion.logprobs)
         assert completion.text == tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        assert_greedy(reference, prompt, completion, logprob_tolerance=2e-3)
     assert results[3][0].finish_reason == "error" and "HTTP 400" in (results[3][0].error or "")
     assert all(engine.requests_per_url[url] >= 1 for url in engine.base_urls)
 
@@ -314,26 +337,63 @@ def test_vllm_server_completions_with_token_ids(vllm_server: str, tokenizer: Any
     stop = longest.text[len(longest.text) // 2 :][:3]
     prompt = prompts[[c[0] for c in results[:3]].index(longest)]
     (stopped,) = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=12, stop=(stop,)))[0]
-    assert stopped.finish_reason == "stop" and stopped.stop_string == stop
-    assert stopped.token_ids == longest.token_ids[: len(stopped.token_ids)]
+    parted = assert_same_greedy(reference, prompt, longest.token_ids, stopped.token_ids, prefix_ok=True)
+    if parted is None:  # the rerun followed the first run, so it reached the stop string
+        assert stopped.finish_reason == "stop" and stopped.stop_string == stop
+    if stopped.finish_reason == "stop":
+        assert stopped.stop_string == stop and stop in stopped.text
+        assert stop not in tokenizer.decode(stopped.token_ids[:-1], skip_special_tokens=True)
 
     sampled = engine.generate(CONVERSATIONS[:1], SamplingParams(temperature=1.0, max_tokens=6, n=3))[0]
     assert len(sampled) == 3 and all(c.ok and len(c.logprobs) == len(c.token_ids) for c in sampled)
+    # A conversation is rendered locally: the server is sent the very ids of the token prompt.
+    for conversation, ids in zip(CONVERSATIONS, prompts):
+        assert engine.request(conversation, greedy, MODEL)[1]["prompt"] == ids
     from_chat = engine.generate(CONVERSATIONS, greedy)
-    assert [c[0].token_ids for c in from_chat] == [c[0].token_ids for c in results[:3]], "conversations must give the same ids"
+    for prompt, (a,), (b,) in zip(prompts, results[:3], from_chat):
+        assert_same_greedy(reference, prompt, a.token_ids, b.token_ids)
     engine.close()
 
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_vllm_server_chat_mode_matches_completions_mode(vllm_server: str, tokenizer: Any) -> None:
+def test_vllm_server_chat_mode_matches_completions_mode(vllm_server: str, tokenizer: Any, reference: Any) -> None:
+    """Chat mode renders on the server: the same prompt ids, and greedy ids of the reference."""
     chat = OpenAIEngine(MODEL, base_urls=[vllm_server], mode="chat")
     completions = OpenAIEngine(MODEL, base_urls=[vllm_server])
     greedy = SamplingParams(temperature=0.0, max_tokens=10)
     by_chat = chat.generate(CONVERSATIONS, greedy)
     by_ids = completions.generate(CONVERSATIONS, greedy)
-    for (a,), (b,) in zip(by_chat, by_ids):
-        assert a.ok and a.token_ids == b.token_ids and a.text == b.text
-        assert len(a.logprobs) == len(a.token_ids)
+    for conversation, (a,), (b,) in zip(CONVERSATIONS, by_chat, by_ids):
+        prompt = render_prompt_ids(tokenizer, conversation)
+        _, body = chat.request(conversation, greedy, MODEL)
+        served = httpx.post(f"{vllm_server}/v1/chat/completions", json={**body, "max_tokens": 1}, timeout=60).json()
+        assert served["prompt_token_ids"] == prompt
+        assert a.ok and len(a.logprobs) == len(a.token_ids)
+        assert a.text == tokenizer.decode(a.token_ids, skip_special_tokens=True)
+        assert_greedy(reference, prompt, a, logprob_tolerance=2e-3)
+        if assert_same_greedy(reference, prompt, a.token_ids, b.token_ids) is None:
+            assert a.text == b.text
     chat.close()
     completions.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_server_samples_of_one_prompt_differ_and_repeat_with_the_seed(vllm_server: str, tokenizer: Any) -> None:
+    """The rollout driver sends a group's N samples as N copies of one prompt: each request
+    carries its own seed (derived from the call's seed and its row), so they differ; the same
+    seed gives the same samples again, and another seed other ones."""
+    engine = OpenAIEngine(MODEL, base_urls=[vllm_server], max_concurrency=8)
+    prompt = render_prompt_ids(tokenizer, CONVERSATIONS[0])
+
+    def group(seed: int) -> list[tuple[int, ...]]:
+        results = engine.generate([prompt] * 8, SamplingParams(temperature=1.0, max_tokens=8, seed=seed))
+        assert all(c[0].ok for c in results)
+        return [tuple(c[0].token_ids) for c in results]
+
+    first = group(7)
+    assert len(set(first)) >= 6, f"only {len(set(first))} distinct samples of 8: {first}"
+    assert group(7) == first
+    assert group(8) != first
+    engine.close()

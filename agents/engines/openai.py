@@ -11,7 +11,9 @@ Two modes:
 - ``"chat"``: ``POST /v1/chat/completions`` with the messages, for endpoints that only speak
   chat (hosted APIs, reflector models). Token prompts are refused there.
 
-A batch is one request per prompt (``n`` samples each), sent from a thread pool of
+A batch is one request per prompt (``n`` samples each), seeded from the call's seed and the
+prompt's position (`agents.engines.seeds`: N copies of one prompt give N different samples,
+reproducibly), sent from a thread pool of
 `max_concurrency` workers to the least-loaded base URL (ties in turn), so rollouts scale by
 adding vLLM servers. Each base URL keeps one pooled `httpx.Client`. Connection errors,
 timeouts, 429 and 5xx are retried `retries` times with exponential backoff (on the then
@@ -36,6 +38,7 @@ import httpx
 
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
+from agents.engines.seeds import request_seed
 from agents.models import load_tokenizer
 
 Mode = Literal["completions", "chat"]
@@ -131,14 +134,14 @@ class OpenAIEngine:
         if params.n < 1 or params.max_tokens < 1:
             raise ValueError("n and max_tokens must be at least 1")
         model = adapter.name if adapter is not None else self.model
-        futures = [self._pool.submit(self._one, prompt, params, model) for prompt in prompts]
+        futures = [self._pool.submit(self._one, prompt, params, model, row) for row, prompt in enumerate(prompts)]
         return [future.result() for future in futures]
 
     # -- one prompt ------------------------------------------------------------------------
 
-    def _one(self, prompt: Prompt, params: SamplingParams, model: str) -> list[Completion]:
+    def _one(self, prompt: Prompt, params: SamplingParams, model: str, row: int) -> list[Completion]:
         try:
-            path, body = self.request(prompt, params, model)
+            path, body = self.request(prompt, params, model, row)
             reply = self._post(path, body)
             completions = [self._completion(choice, params) for choice in _by_index(reply.get("choices", []))]
         except (ValueError, TypeError, KeyError, RequestFailed) as error:
@@ -149,8 +152,8 @@ class OpenAIEngine:
             return [Completion.failed(f"expected {params.n} choices, got {len(completions)}") for _ in range(params.n)]
         return completions
 
-    def request(self, prompt: Prompt, params: SamplingParams, model: str) -> tuple[str, dict[str, Any]]:
-        """The endpoint path and JSON body for one prompt."""
+    def request(self, prompt: Prompt, params: SamplingParams, model: str, row: int = 0) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and JSON body for the prompt at position `row` of a call."""
         is_chat = _is_conversation(prompt)
         body: dict[str, Any] = {
             "model": model,
@@ -162,7 +165,7 @@ class OpenAIEngine:
         if params.stop:
             body["stop"] = list(params.stop)
         if params.seed is not None:
-            body["seed"] = params.seed
+            body["seed"] = request_seed(params.seed, row)
         if self.vllm_extras:
             body.update(return_token_ids=True, include_stop_str_in_output=True, skip_special_tokens=True)
         if self.mode == "chat":

@@ -35,11 +35,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
-from agents.engines.prompts import prompt_token_ids
 from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
 from agents.engines import vllm_compat, vllm_env
+from agents.engines.prompts import prompt_token_ids
+from agents.engines.seeds import request_seed
 from agents.models import DEFAULT_MODEL, load_tokenizer, resolve
 
 log = logging.getLogger(__name__)
@@ -195,7 +194,7 @@ class VLLMEngine:
 
         seed = None
         if params.seed is not None and not self.on_cpu:
-            seed = int(np.random.SeedSequence([params.seed % 2**63, prompt_index]).generate_state(1)[0]) % 2**31
+            seed = request_seed(params.seed, prompt_index)
         return VLLMSamplingParams(
             n=1 if params.greedy else params.n,  # vLLM refuses n > 1 with greedy decoding
             temperature=params.temperature,
