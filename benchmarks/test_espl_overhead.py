@@ -1,6 +1,6 @@
 """Per-iteration cost of E-SPL against plain RL on the same batch.
 
-Both methods run `espl.runner.run_training` with one configuration (GSM8K train split,
+Both methods run `espl.run.train.run_training` with one configuration (GSM8K train split,
 SmolLM2-135M on the `hf` engine, M=2 prompts x B problems x N samples, LoRA r8, 2 iterations,
 no evaluation), so each iteration samples the same number of rollouts and takes one RL step;
 `espl` additionally plays a TrueSkill match and mutates (sometimes crosses) prompts with the
@@ -63,8 +63,8 @@ def run_config(method: str, reflect_on_failures: bool) -> Any:
 
 def train(method: str, reflect_on_failures: bool) -> list[dict[str, Any]]:
     """Run the method in a fresh run dir; the per-iteration metric records."""
-    from espl.records import METRICS, RunDir
-    from espl.runner import run_training
+    from espl.run.run_dir import METRICS, RunDir
+    from espl.run.train import run_training
 
     with tempfile.TemporaryDirectory(prefix=f"bench-{method}-") as path:
         run_dir = RunDir(Path(path) / "run")

@@ -1,6 +1,6 @@
 """Comparison suites: which (env, method, seed) runs a leaderboard is made of.
 
-A suite is a TOML file (see `benchmarks/suites/`) naming the envs, methods and seeds, a preset
+A suite is a TOML file (see `espl/suites/`) naming the envs, methods and seeds, a preset
 and overrides shared by every run, so that all rows spend the same budget:
 
     name = "math-cpu"
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from espl.atomic import readable_directory
+from espl.run.atomic import readable_directory
 from espl.config import ConfigError, RunConfig, load_config
-from espl.records import CHECKPOINT, CONFIG, LOOP_STATE, SUMMARY
+from espl.run.run_dir import CHECKPOINT, CONFIG, LOOP_STATE, SUMMARY
 
 DEFAULT_ROOT = Path("runs") / "suites"
-SUITE_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
+SUITE_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_KEYS = {"name", "description", "preset", "envs", "methods", "seeds", "overrides"}
 SET_BY_SUITE = {"env.name", "method", "seed"}
 
@@ -89,7 +89,7 @@ class PlannedRun:
 
 
 def resolve_suite_path(name_or_path: str | Path) -> Path:
-    """A path, or the name of a suite in `benchmarks/suites/`."""
+    """A path, or the name of a suite in `espl/suites/`."""
     path = Path(name_or_path)
     if path.exists():
         return path

@@ -140,8 +140,8 @@ def scenario_config(env: str, method: str) -> Any:
 
 def run_scenario(env: str, method: str, directory: Path) -> dict[str, Any]:
     """Run one scenario in `directory` and return its comparable record."""
-    from espl.records import RunDir
-    from espl.runner import run_training
+    from espl.run.run_dir import RunDir
+    from espl.run.train import run_training
 
     install()
     run_dir = RunDir(directory)

@@ -20,9 +20,9 @@ pytest.importorskip("gepa")
 from agents.trajectory import Trajectory
 from espl.config import load_config
 from espl.gepa.feedback import EnvFeedback
-from espl.population import load_prompt_log
-from espl.records import RunDir
-from espl.runner import run_training
+from espl.evolution.population import load_prompt_log
+from espl.run.run_dir import RunDir
+from espl.run.train import run_training
 
 
 def _config(method: str, env: str, model: str = "tiny-random", *extra: str):

@@ -20,14 +20,14 @@ from agents.engine import Completion, SamplingParams
 from agents.models import load_tokenizer
 from agents.rollout import RolloutConfig, RolloutDriver
 from envs import registry
-from espl import factory
+from espl.run import builder as factory
 from espl.config import load_config
 from espl.gepa.adapter import COMPONENT, RolloutAdapter, RolloutCap
 from espl.gepa.reflection import ReflectionLM
-from espl.operators import Reflector
-from espl.population import load_prompt_log
-from espl.records import RunDir
-from espl.runner import run_training
+from espl.evolution.operators import Reflector
+from espl.evolution.population import load_prompt_log
+from espl.run.run_dir import RunDir
+from espl.run.train import run_training
 
 KEY = "ALWAYS BOX"
 PROPOSAL = f"{KEY} the final number as \\boxed{{n}}."

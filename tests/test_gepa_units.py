@@ -18,11 +18,11 @@ from espl.gepa.feedback import EnvFeedback
 from espl.gepa.recorder import RunRecorder, prompt_fields
 from espl.gepa.reflection import ReflectionFailed, ReflectionLM
 from espl.gepa.settings import GEPASettings, split_train_tasks, train_rollout_budget
-from espl.loop import LoopState
-from espl.operators import Reflector, ReflectorUsage
-from espl.population import Population, PromptLog, load_prompt_log
-from espl.prompts import SystemPrompt
-from espl.records import RunDir
+from espl.run.loop import LoopState
+from espl.evolution.operators import Reflector, ReflectorUsage
+from espl.evolution.population import Population, PromptLog, load_prompt_log
+from espl.evolution.system_prompt import SystemPrompt
+from espl.run.run_dir import RunDir
 
 
 def _trajectory(question: str, answer: str, reward: float, info: dict, **kw) -> Trajectory:

@@ -18,8 +18,8 @@ from espl.leaderboard import build_report, find_run_dirs, load_runs, write_leade
 from espl.leaderboard.curves import mean_curve
 from espl.leaderboard.lineage import build_lineage
 from espl.leaderboard.stats import estimate
-from espl.population import Population, PromptLog
-from espl.prompts import RatingPoint, SystemPrompt
+from espl.evolution.population import Population, PromptLog
+from espl.evolution.system_prompt import RatingPoint, SystemPrompt
 
 BUDGET = {
     "train_rollouts": 16, "train_generated_tokens": 400, "eval_rollouts": 8, "eval_generated_tokens": 100,
@@ -32,7 +32,7 @@ def write_run(
     root: Path, env: str, method: str, seed: int, accuracies: list[float], *, rewards: list[float] | None = None,
     budget: dict[str, int] | None = None, wall_s: float = 10.0, evolve: bool = False, pass_at: float | None = None,
 ) -> Path:
-    """A finished run directory as `espl.runner.run_training` leaves it (the files the leaderboard reads).
+    """A finished run directory as `espl.run.train.run_training` leaves it (the files the leaderboard reads).
 
     `accuracies[i]` is the test accuracy at evaluation i, taken every 2 iterations from 0.
     """

@@ -14,9 +14,9 @@ import pytest
 
 from espl.config import load_config
 from espl.methods import method_names
-from espl.population import load_prompt_log
-from espl.records import RunDir
-from espl.runner import run_training
+from espl.evolution.population import load_prompt_log
+from espl.run.run_dir import RunDir
+from espl.run.train import run_training
 
 VOLATILE = {"timings", "wall_s", "eval_s", "update_s"}
 
@@ -127,7 +127,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
 
 
 def test_evolution_caps_reach_the_mutation_operator(tmp_path: Path) -> None:
-    from espl.loop import TrainingLoop
+    from espl.run.loop import TrainingLoop
 
     config = _config("espl", **{"evolution.max_problems": 3, "evolution.max_rollouts_per_problem": 2})
     loop = TrainingLoop(config, RunDir(tmp_path / "run"))

@@ -8,10 +8,10 @@ import math
 import pytest
 from test_operators_support import ScriptedEngine, constant, fenced, trajectory
 
-from espl.operators import CrossoverConfig, Reflector, best_prompt, crossover, strict_winners
-from espl.population import Population
-from espl.prompts import CROSSOVER_OPERATOR
-from espl.rating import RatingSystem
+from espl.evolution.operators import CrossoverConfig, Reflector, best_prompt, crossover, strict_winners
+from espl.evolution.population import Population
+from espl.evolution.system_prompt import CROSSOVER_OPERATOR
+from espl.evolution.rating import RatingSystem
 
 
 def rollouts_for(prompt_id: str, rewards: dict[str, list[float]]) -> list:

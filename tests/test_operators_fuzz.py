@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_operators_support import ScriptedEngine, per_item, trajectory
 
-from espl.operators import Reflector, crossover, is_valid_principle, mutate, parse_edits
-from espl.operators.edits import ALL_OPS, EditRules
-from espl.population import Population
+from espl.evolution.operators import Reflector, crossover, is_valid_principle, mutate, parse_edits
+from espl.evolution.operators.edits import ALL_OPS, EditRules
+from espl.evolution.population import Population
 
 N_FUZZ = 1000
 

@@ -9,12 +9,12 @@ import pytest
 from test_operators_support import ScriptedEngine, constant, fenced, per_item, trajectory
 
 from agents.engine import Completion
-from espl.operators import MutationConfig, Reflector, mutate
-from espl.operators.mutation import edit_tokens
-from espl.operators import templates
-from espl.population import Population
-from espl.prompts import MUTATION_OPERATOR, SystemPrompt
-from espl.rating import RatingSystem
+from espl.evolution.operators import MutationConfig, Reflector, mutate
+from espl.evolution.operators.mutation import edit_tokens
+from espl.evolution.operators import templates
+from espl.evolution.population import Population
+from espl.evolution.system_prompt import MUTATION_OPERATOR, SystemPrompt
+from espl.evolution.rating import RatingSystem
 
 PARENT_PRINCIPLES = ("Read the question carefully.", "Show your work step by step.", "Check the final answer.")
 

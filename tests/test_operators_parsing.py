@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from espl.operators.apply import apply_edits
-from espl.operators.edits import (
+from espl.evolution.operators.apply import apply_edits
+from espl.evolution.operators.edits import (
     ADD,
     ALL_OPS,
     MERGE,
@@ -20,7 +20,7 @@ from espl.operators.edits import (
     parse_edits,
     parse_index,
 )
-from espl.operators.jsonish import MAX_DEPTH, extract_json, repair
+from espl.evolution.operators.jsonish import MAX_DEPTH, extract_json, repair
 
 RULES = EditRules(allowed_ops=ALL_OPS, n_principles=3)
 

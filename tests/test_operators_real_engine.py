@@ -10,7 +10,7 @@ import pytest
 from test_operators_support import trajectory
 
 from agents.engine import SamplingParams
-from espl.operators import (
+from espl.evolution.operators import (
     CrossoverConfig,
     MutationConfig,
     OperatorResult,
@@ -19,7 +19,7 @@ from espl.operators import (
     is_valid_principle,
     mutate,
 )
-from espl.population import Population
+from espl.evolution.population import Population
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from typing import Any
 from test_operators_support import ScriptedEngine, constant, per_item
 
 from agents.engine import Adapter, Completion, Engine, SamplingParams
-from espl.operators.reflector import Reflector, ReflectorReply, ReflectorUsage, ask_safely
+from espl.evolution.reflector import Reflector, ReflectorReply, ReflectorUsage, ask_safely
 
 
 def conv(text: str) -> list[dict[str, str]]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from espl.population import Population, PromptLog, append_prompt_step, load_prompt_log
-from espl.prompts import (
+from espl.evolution.population import Population, PromptLog, append_prompt_step, load_prompt_log
+from espl.evolution.system_prompt import (
     CROSSOVER_OPERATOR,
     MUTATION_OPERATOR,
     PromptLimits,
@@ -22,7 +22,7 @@ from espl.prompts import (
     render_principles,
     word_count,
 )
-from espl.rating import RatingSystem
+from espl.evolution.rating import RatingSystem
 
 # -- the principle list ---------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from espl.cli import main
-from espl.population import Population, PromptLog
-from espl.prompts import RatingPoint, SystemPrompt
+from espl.evolution.population import Population, PromptLog
+from espl.evolution.system_prompt import RatingPoint, SystemPrompt
 
 
 def _prompt(pid: str, parents: tuple[str, ...], operator: str, step: int, mu: float, sigma: float) -> SystemPrompt:
@@ -96,8 +96,8 @@ def test_a_folder_without_a_prompt_log_is_a_clear_error(tmp_path: Path, capsys: 
 @pytest.mark.slow
 def test_prompts_of_a_real_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from espl.config import load_config
-    from espl.records import RunDir
-    from espl.runner import run_training
+    from espl.run.run_dir import RunDir
+    from espl.run.train import run_training
 
     config = load_config("smoke", ['policy.model="tiny-random"', 'env.name="gsm8k"', 'method="evolution"', "seed=1"])
     summary = run_training(config, RunDir(tmp_path / "run"))

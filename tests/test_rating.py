@@ -9,8 +9,8 @@ import trueskill
 from hypothesis import given
 from hypothesis import strategies as st
 
-from espl.prompts import RatingPoint
-from espl.rating import (
+from espl.evolution.system_prompt import RatingPoint
+from espl.evolution.rating import (
     RatingSystem,
     TrueSkillSettings,
     collapse_duplicates,

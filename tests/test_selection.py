@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from espl import selection
-from espl.prompts import RatingPoint
-from espl.selection import (
+from espl.evolution import selection
+from espl.evolution.system_prompt import RatingPoint
+from espl.evolution.selection import (
     LUCBSelection,
     SelectionStrategy,
     SoftmaxSelection,

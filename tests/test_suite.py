@@ -14,7 +14,7 @@ from espl.suite import (
     RunStatus, SuiteError, config_diff, expand, load_suite, parse_suite, plan, run_status, with_new_defaults,
 )
 
-SUITES = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
+SUITES = Path(__file__).resolve().parent.parent / "espl" / "suites"
 
 
 def _suite(**changes: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from agents.engine import Adapter, Completion, Prompt, SamplingParams
-from agents.engines.prompts import prompt_token_ids
+from agents.engines.prompt_ids import prompt_token_ids
 from agents.engines.sampling import LOGPROBS_MODES, LogprobsMode, choose_tokens
 from agents.engines.stopping import StopScanner
 from agents.engines.turn_cache import (

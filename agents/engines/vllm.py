@@ -37,7 +37,7 @@ from typing import Any
 
 from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
 from agents.engines import vllm_compat, vllm_env
-from agents.engines.prompts import prompt_token_ids
+from agents.engines.prompt_ids import prompt_token_ids
 from agents.engines.seeds import request_seed
 from agents.models import DEFAULT_MODEL, load_tokenizer, resolve
 

@@ -1,6 +1,6 @@
 """`espl-bench compare`: run a comparison suite's missing runs, then write its leaderboard.
 
-    espl-bench compare --suite benchmarks/suites/math-cpu.toml            # or just: --suite math-cpu
+    espl-bench compare --suite espl/suites/math-cpu.toml            # or just: --suite math-cpu
     espl-bench compare --suite math-cpu --dry-run                         # show what would run
     espl-bench compare --suite math-cpu --jobs 2                          # two runs at a time
 
@@ -26,7 +26,7 @@ LOG = "compare.log"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help="suite TOML file, or the name of one in benchmarks/suites/")
+    parser.add_argument("--suite", required=True, help="suite TOML file, or the name of one in espl/suites/")
     parser.add_argument("--root", type=Path, default=Path("runs") / "suites",
                         help="where run directories go: <root>/<suite>/<env>--<method>--seed<k> (default: runs/suites)")
     parser.add_argument("--out-dir", type=Path, default=Path("leaderboards"), help="leaderboard folder (default: leaderboards)")
@@ -92,7 +92,7 @@ def print_plan(console, suite_name: str, planned: Sequence[Any]) -> None:
 def explain_stale(console, stale: Sequence[Any]) -> None:
     import json
 
-    from espl.records import CONFIG
+    from espl.run.run_dir import CONFIG
     from espl.suite import config_diff
 
     for spec in stale:
@@ -129,7 +129,7 @@ def execute(specs: Sequence[Any], jobs: int, console, quiet: bool = False) -> di
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from espl.records import CONFIG, METRICS
+    from espl.run.run_dir import CONFIG, METRICS
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.engines import make_engine
     from agents.rollout import RolloutConfig, RolloutDriver
     from envs import registry
-    from espl.evaluation import evaluate
+    from espl.run.evaluation import evaluate
 
     console = Console()
     env_id = registry.resolve(args.env)

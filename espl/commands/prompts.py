@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
 def build_view(run_dir: Path, include_evicted: bool = False) -> dict[str, Any]:
     """Everything the command shows, as plain data (the --json output)."""
     from espl.leaderboard.lineage import build_lineage
-    from espl.population import load_prompt_log
-    from espl.rating import conservative_score
-    from espl.records import PROMPTS, SUMMARY
-    from espl.selection import choose_eval_prompt
+    from espl.evolution.population import load_prompt_log
+    from espl.evolution.rating import conservative_score
+    from espl.run.run_dir import PROMPTS, SUMMARY
+    from espl.evolution.selection import choose_eval_prompt
 
     log = run_dir / PROMPTS
     if not log.exists():
@@ -118,7 +118,7 @@ def print_view(console, view: dict[str, Any]) -> None:
 
 
 def _eval_rule(run_dir: Path) -> str:
-    from espl.records import CONFIG
+    from espl.run.run_dir import CONFIG
 
     config_file = run_dir / CONFIG
     if not config_file.exists():

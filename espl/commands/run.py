@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from espl.progress import LiveProgress
-    from espl.records import CONFIG, RunDir
-    from espl.runner import run_training
+    from espl.run.run_dir import CONFIG, RunDir
+    from espl.run.train import run_training
 
     run_dir = RunDir(args.resume or args.out or default_run_dir(config)).create()
     if args.resume is None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agents.trajectory import Trajectory
-from espl.operators.rollouts import SUCCESS_THRESHOLD, gold_of, prediction_of, question_of, transcript_of
-from espl.operators.text import clean_for_prompt, one_line
+from espl.evolution.operators.evidence import SUCCESS_THRESHOLD, gold_of, prediction_of, question_of, transcript_of
+from espl.evolution.operators.text import clean_for_prompt, one_line
 
 ReflectiveRecord = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""Writes a GEPA run in the run-directory format of the shared loop (`espl.records`).
+"""Writes a GEPA run in the run-directory format of the shared loop (`espl.run.run_dir`).
 
 The recorder is both the adapter's `RolloutLedger` (it grants rollouts under the budget and
 writes each one to `rollouts.jsonl`) and a GEPA callback (it turns each candidate GEPA
@@ -23,10 +23,10 @@ from typing import Any
 
 from agents.trajectory import Trajectory
 from espl.gepa.adapter import RolloutBudgetExhausted
-from espl.operators.reflector import ReflectorUsage
-from espl.population import Population, PromptLog
-from espl.prompts import PromptParseError, SystemPrompt, parse_principles, render_principles
-from espl.records import METRICS, ROLLOUTS, RunDir
+from espl.evolution.reflector import ReflectorUsage
+from espl.evolution.population import Population, PromptLog
+from espl.evolution.system_prompt import PromptParseError, SystemPrompt, parse_principles, render_principles
+from espl.run.run_dir import METRICS, ROLLOUTS, RunDir
 
 log = logging.getLogger(__name__)
 

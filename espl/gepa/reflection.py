@@ -17,8 +17,8 @@ from typing import Any
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
 from agents.engine import Conversation
-from espl.operators.reflector import ReflectorLike, ReflectorUsage, ask_safely
-from espl.operators.text import remove_unprintable, strip_chat_markers
+from espl.evolution.reflector import ReflectorLike, ReflectorUsage, ask_safely
+from espl.evolution.operators.text import remove_unprintable, strip_chat_markers
 
 
 class ReflectionFailed(RuntimeError):

@@ -6,7 +6,7 @@ policy's base weights). It gets the training-rollout budget `evolution` would sp
 same config (see `espl.gepa.settings`), and the run directory holds what every method's does:
 `metrics.jsonl` (one line per budget window, test evaluations with GEPA's current best
 candidate), `rollouts.jsonl`, `prompts.jsonl` (GEPA's candidates and lineage) and
-`summary.json` from `espl.summary.build_summary`.
+`summary.json` from `espl.run.summary.build_summary`.
 
 A GEPA run does not resume: started again in the same directory, it starts over.
 """
@@ -22,9 +22,9 @@ import numpy as np
 
 from agents.engine import SamplingParams
 from agents.rollout import RolloutConfig, RolloutDriver
-from espl import factory
+from espl.run import builder as factory
 from espl.config import RunConfig
-from espl.evaluation import evaluate
+from espl.run.evaluation import evaluate
 from espl.gepa.adapter import COMPONENT, RolloutAdapter
 from espl.gepa.recorder import RunRecorder
 from espl.gepa.reflection import ReflectionLM
@@ -34,11 +34,11 @@ from espl.gepa.settings import (
     rollouts_per_iteration,
     split_train_tasks,
 )
-from espl.loop import DEFAULT_PRINCIPLES, LoopState
-from espl.population import Population, PromptLog
-from espl.prompts import SystemPrompt
-from espl.records import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir
-from espl.summary import build_summary, write_summary
+from espl.run.loop import DEFAULT_PRINCIPLES, LoopState
+from espl.evolution.population import Population, PromptLog
+from espl.evolution.system_prompt import SystemPrompt
+from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir
+from espl.run.summary import build_summary, write_summary
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from espl.records import CONFIG, METRICS, PROMPTS, SUMMARY, RunDir
+from espl.run.run_dir import CONFIG, METRICS, PROMPTS, SUMMARY, RunDir
 
 
 class NoRunsError(ValueError):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from espl.leaderboard.collect import RunRecord
 from espl.leaderboard.table import Leaderboard
-from espl.population import Population, load_prompt_log
-from espl.records import PROMPTS
+from espl.evolution.population import Population, load_prompt_log
+from espl.run.run_dir import PROMPTS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The methods: one training loop (`espl.loop`) with different switches, one file each.
+"""The methods: one training loop (`espl.run.loop`) with different switches, one file each.
 
 | method      | weights | prompt                                   |
 |-------------|---------|------------------------------------------|
@@ -35,7 +35,7 @@ class MethodSpec:
     """False for evaluation-only methods."""
     runner: str | None = None
     """`module:function` of a method with its own driver instead of the shared loop; it is
-    called like `espl.runner.run_training` and returns the summary."""
+    called like `espl.run.train.run_training` and returns the summary."""
 
     @property
     def mutates(self) -> bool:

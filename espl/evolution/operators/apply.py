@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from espl.operators.edits import ADD, MERGE, MODIFY, REMOVE, Edit
+from espl.evolution.operators.edits import ADD, MERGE, MODIFY, REMOVE, Edit
 
 
 @dataclass

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from espl.prompts import SEED_OPERATOR, RatingPoint, SystemPrompt
-from espl.rating import RatingLike
+from espl.evolution.system_prompt import SEED_OPERATOR, RatingPoint, SystemPrompt
+from espl.evolution.rating import RatingLike
 
 DEFAULT_CAPACITY = 200
 DEFAULT_WINDOW = 10

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from espl.operators.reflector import ReflectorUsage
-from espl.prompts import CROSSOVER_OPERATOR, MUTATION_OPERATOR, PromptLimits, RatingPoint, SystemPrompt
-from espl.rating import RatingSystem
+from espl.evolution.reflector import ReflectorUsage
+from espl.evolution.system_prompt import CROSSOVER_OPERATOR, MUTATION_OPERATOR, PromptLimits, RatingPoint, SystemPrompt
+from espl.evolution.rating import RatingSystem
 
 IdSource = str | Callable[[], str]
 """A fixed id for the child, or a function that makes one (e.g. `population.new_id`)."""

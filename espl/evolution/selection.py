@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from espl.rating import RatingLike, conservative_score, optimistic_score
+from espl.evolution.rating import RatingLike, conservative_score, optimistic_score
 
 ShortWindowPolicy = Literal["repeat", "fewer"]
 EvalRule = Literal["newest", "best"]

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from espl.operators.jsonish import extract_json
-from espl.operators.text import one_line, remove_unprintable, strip_chat_markers
-from espl.prompts import MAX_PRINCIPLE_WORDS
+from espl.evolution.operators.jsonish import extract_json
+from espl.evolution.operators.text import one_line, remove_unprintable, strip_chat_markers
+from espl.evolution.system_prompt import MAX_PRINCIPLE_WORDS
 
 log = logging.getLogger(__name__)
 

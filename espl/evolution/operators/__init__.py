@@ -6,18 +6,18 @@ return an `OperatorResult` (a child prompt, or None and the reason, plus the ref
 spent) and never raise on anything the reflector writes.
 """
 
-from espl.operators.crossover import CrossoverConfig, best_prompt, crossover
-from espl.operators.edits import Edit, EditRules, ParsedEdits, is_valid_principle, parse_edits
-from espl.operators.mutation import MutationConfig, mutate
-from espl.operators.reflector import (
+from espl.evolution.operators.crossover import CrossoverConfig, best_prompt, crossover
+from espl.evolution.operators.edits import Edit, EditRules, ParsedEdits, is_valid_principle, parse_edits
+from espl.evolution.operators.mutation import MutationConfig, mutate
+from espl.evolution.reflector import (
     DEFAULT_REFLECTION_SAMPLING,
     Reflector,
     ReflectorLike,
     ReflectorReply,
     ReflectorUsage,
 )
-from espl.operators.result import OperatorResult
-from espl.operators.rollouts import strict_winners
+from espl.evolution.operators.base import OperatorResult
+from espl.evolution.operators.evidence import strict_winners
 
 __all__ = [
     "DEFAULT_REFLECTION_SAMPLING",

@@ -4,7 +4,7 @@
     metrics.jsonl      one line per iteration (train reward per prompt, losses, tokens, timings,
                        test accuracy and pass@k at the evaluation interval)
     rollouts.jsonl     every trajectory, tagged with its iteration and phase (train / eval)
-    prompts.jsonl      the prompt population, ratings and lineage (espl.population.PromptLog)
+    prompts.jsonl      the prompt population, ratings and lineage (espl.evolution.population.PromptLog)
     checkpoint/        trainer and loop state after the last completed iteration
     summary.json       model, method, env, seed, budget, hardware, wall time, git commit, scores
 

@@ -7,8 +7,8 @@ from importlib import import_module
 from typing import Any
 
 from espl.config import RunConfig
-from espl.records import RunDir
-from espl.summary import build_summary, write_summary
+from espl.run.run_dir import RunDir
+from espl.run.summary import build_summary, write_summary
 
 
 def run_training(
@@ -19,7 +19,7 @@ def run_training(
     status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) in `run_dir` and return the summary written to `summary.json`."""
-    from espl.loop import TrainingLoop
+    from espl.run.loop import TrainingLoop
     from espl.methods import get_method
 
     own_runner = get_method(config.method).runner

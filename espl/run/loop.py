@@ -23,18 +23,18 @@ import numpy as np
 from agents.engine import SamplingParams
 from agents.rollout import Episode, RolloutConfig, RolloutDriver
 from agents.trajectory import Trajectory
-from espl import factory
-from espl.atomic import readable_directory, staged_directory
-from espl.budget import Budget
+from espl.run import builder as factory
+from espl.run.atomic import readable_directory, staged_directory
+from espl.run.budget import Budget
 from espl.config import RunConfig
-from espl.evaluation import evaluate
+from espl.run.evaluation import evaluate
 from espl.methods import MethodSpec, get_method
-from espl.operators import CrossoverConfig, MutationConfig, ReflectorUsage, crossover, mutate
-from espl.population import Population, PromptLog, load_prompt_log
-from espl.prompts import PromptLimits
-from espl.rating import RatingSystem
-from espl.records import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir
-from espl.selection import choose_eval_prompt, make_strategy, select_prompts
+from espl.evolution.operators import CrossoverConfig, MutationConfig, ReflectorUsage, crossover, mutate
+from espl.evolution.population import Population, PromptLog, load_prompt_log
+from espl.evolution.system_prompt import PromptLimits
+from espl.evolution.rating import RatingSystem
+from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir
+from espl.evolution.selection import choose_eval_prompt, make_strategy, select_prompts
 
 DEFAULT_PRINCIPLES = (
     "Read the question carefully and work out what exactly is asked.",

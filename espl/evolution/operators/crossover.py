@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents.trajectory import Trajectory
-from espl.operators import templates
-from espl.operators.apply import apply_edits
-from espl.operators.edits import ADD, MODIFY, REMOVE, EditRules, parse_edits, records
-from espl.operators.reflector import ReflectorLike, ask_safely
-from espl.operators.result import IdSource, OperatorResult, build_child
-from espl.operators.rollouts import group_by_problem, gold_of, mean_rewards, strict_winners
-from espl.operators.text import clean_for_prompt
-from espl.prompts import CROSSOVER_OPERATOR, MAX_PRINCIPLE_WORDS, PromptLimits, SystemPrompt
-from espl.rating import RatingSystem
+from espl.evolution.operators import templates
+from espl.evolution.operators.apply import apply_edits
+from espl.evolution.operators.edits import ADD, MODIFY, REMOVE, EditRules, parse_edits, records
+from espl.evolution.reflector import ReflectorLike, ask_safely
+from espl.evolution.operators.base import IdSource, OperatorResult, build_child
+from espl.evolution.operators.evidence import group_by_problem, gold_of, mean_rewards, strict_winners
+from espl.evolution.operators.text import clean_for_prompt
+from espl.evolution.system_prompt import CROSSOVER_OPERATOR, MAX_PRINCIPLE_WORDS, PromptLimits, SystemPrompt
+from espl.evolution.rating import RatingSystem
 
 
 @dataclass(frozen=True)

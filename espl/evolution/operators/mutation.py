@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents.trajectory import Trajectory
-from espl.operators import templates
-from espl.operators.apply import apply_edits
-from espl.operators.edits import ADD, MERGE, MODIFY, Edit, EditRules, parse_edits, records
-from espl.operators.reflector import ReflectorLike, ask_safely
-from espl.operators.result import IdSource, OperatorResult, build_child
-from espl.operators.rollouts import SUCCESS_THRESHOLD, ProblemRollouts, group_by_problem, prediction_of, transcript_of
-from espl.operators.text import clean_for_prompt
-from espl.prompts import MAX_PRINCIPLE_WORDS, MUTATION_OPERATOR, PromptLimits, SystemPrompt
-from espl.rating import RatingSystem
+from espl.evolution.operators import templates
+from espl.evolution.operators.apply import apply_edits
+from espl.evolution.operators.edits import ADD, MERGE, MODIFY, Edit, EditRules, parse_edits, records
+from espl.evolution.reflector import ReflectorLike, ask_safely
+from espl.evolution.operators.base import IdSource, OperatorResult, build_child
+from espl.evolution.operators.evidence import SUCCESS_THRESHOLD, ProblemRollouts, group_by_problem, prediction_of, transcript_of
+from espl.evolution.operators.text import clean_for_prompt
+from espl.evolution.system_prompt import MAX_PRINCIPLE_WORDS, MUTATION_OPERATOR, PromptLimits, SystemPrompt
+from espl.evolution.rating import RatingSystem
 
 MIXED, FAILURES = "mixed", "failures"
 

@@ -109,7 +109,7 @@ def _constructor_parameters(env_id: str) -> set[str]:
 
 def build_reflector(config: ReflectorConfig, policy: Policy, seed: int) -> Any:
     """The reflector: by default the policy's engine with the adapter off (the frozen base)."""
-    from espl.operators import Reflector
+    from espl.evolution.operators import Reflector
 
     sampling = SamplingParams(
         temperature=config.temperature, top_p=0.95, max_tokens=config.max_tokens, seed=seed, logprobs=False

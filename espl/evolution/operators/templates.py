@@ -3,7 +3,7 @@
 Templates use `string.Template` (`$name` placeholders), so the JSON examples inside them need no
 brace escaping. They are kept short: the default reflector is a 135M model with an 8k context,
 and every character of instruction is a character less for the evidence. Everything inserted
-is cleaned and clipped by the caller (see `espl.operators.text`).
+is cleaned and clipped by the caller (see `espl.evolution.operators.text`).
 """
 
 from __future__ import annotations
