@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from espl.run.atomic import readable_directory
+from espl.files.atomic import readable_directory
 from espl.config import ConfigError, RunConfig, load_config
 from espl.run.run_dir import CHECKPOINT, CONFIG, LOOP_STATE, SUMMARY
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from espl.run.atomic import backup_of, readable_directory, staged_directory
+from espl.files.atomic import backup_of, readable_directory, staged_directory
 
 
 def _write(folder: Path, version: str) -> None:

@@ -20,7 +20,7 @@ pytest.importorskip("gepa")
 from agents.trajectory import Trajectory
 from espl.config import load_config
 from espl.gepa.feedback import EnvFeedback
-from espl.evolution.population import load_prompt_log
+from espl.evolution.prompt_log import load_prompt_log
 from espl.run.run_dir import RunDir
 from espl.run.train import run_training
 

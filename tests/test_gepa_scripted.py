@@ -25,7 +25,7 @@ from espl.config import load_config
 from espl.gepa.adapter import COMPONENT, RolloutAdapter, RolloutCap
 from espl.gepa.reflection import ReflectionLM
 from espl.evolution.operators import Reflector
-from espl.evolution.population import load_prompt_log
+from espl.evolution.prompt_log import load_prompt_log
 from espl.run.run_dir import RunDir
 from espl.run.train import run_training
 

@@ -20,7 +20,8 @@ from espl.gepa.reflection import ReflectionFailed, ReflectionLM
 from espl.gepa.settings import GEPASettings, split_train_tasks, train_rollout_budget
 from espl.run.loop import LoopState
 from espl.evolution.operators import Reflector, ReflectorUsage
-from espl.evolution.population import Population, PromptLog, load_prompt_log
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog, load_prompt_log
 from espl.evolution.system_prompt import SystemPrompt
 from espl.run.run_dir import RunDir
 

@@ -18,7 +18,8 @@ from espl.leaderboard import build_report, find_run_dirs, load_runs, write_leade
 from espl.leaderboard.curves import mean_curve
 from espl.leaderboard.lineage import build_lineage
 from espl.leaderboard.stats import estimate
-from espl.evolution.population import Population, PromptLog
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog
 from espl.evolution.system_prompt import RatingPoint, SystemPrompt
 
 BUDGET = {

@@ -14,7 +14,7 @@ import pytest
 
 from espl.config import load_config
 from espl.methods import method_names
-from espl.evolution.population import load_prompt_log
+from espl.evolution.prompt_log import load_prompt_log
 from espl.run.run_dir import RunDir
 from espl.run.train import run_training
 

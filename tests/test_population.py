@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from espl.evolution.population import Population, PromptLog, append_prompt_step, load_prompt_log
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog, load_prompt_log
 from espl.evolution.system_prompt import (
     CROSSOVER_OPERATOR,
     MUTATION_OPERATOR,
@@ -245,7 +246,7 @@ def run_steps(path: Path, steps: int, capacity: int = 3) -> Population:
     population = Population(capacity=capacity, window_size=2)
     log = PromptLog(path)
     population.create(["seed rule"], step=0, rating=system.fresh())
-    append_prompt_step(log, population, 0)
+    log.append_step(population, 0)
     for step in range(1, steps + 1):
         window = population.window()
         scores = [(prompt_id, 0.1 * (i + step % 3)) for i, prompt_id in enumerate(window)]

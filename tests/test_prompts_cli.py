@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from espl.cli import main
-from espl.evolution.population import Population, PromptLog
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog
 from espl.evolution.system_prompt import RatingPoint, SystemPrompt
 
 

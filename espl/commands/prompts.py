@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 def build_view(run_dir: Path, include_evicted: bool = False) -> dict[str, Any]:
     """Everything the command shows, as plain data (the --json output)."""
     from espl.leaderboard.lineage import build_lineage
-    from espl.evolution.population import load_prompt_log
+    from espl.evolution.prompt_log import load_prompt_log
     from espl.evolution.rating import conservative_score
     from espl.run.run_dir import PROMPTS, SUMMARY
     from espl.evolution.selection import choose_eval_prompt

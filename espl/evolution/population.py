@@ -5,18 +5,14 @@ evicted prompt leaves the population but stays in the archive, because the linea
 prompts (and the plots drawn from it) still runs through it. Selection only looks at the
 newest K members (the window).
 
-`PromptLog` writes one `prompts.jsonl` line per step (membership plus what changed), and
-`load_prompt_log` rebuilds the population, every rating history and the whole lineage from it.
+Its log, `prompts.jsonl`, is written and replayed by `espl.evolution.prompt_log`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from espl.evolution.system_prompt import SEED_OPERATOR, RatingPoint, SystemPrompt
@@ -223,138 +219,3 @@ class Population:
             raise ValueError(f"members {unknown} are missing from the archive")
         self._members = deque(member_ids)
         self._next_index = next_index
-
-
-# ---------------------------------------------------------------------------------------------
-# prompts.jsonl: one line per step, enough to rebuild the population and its whole lineage
-
-
-class PromptLog:
-    """Appends one JSON line per step to `prompts.jsonl`.
-
-    A line holds the step's full membership plus only what changed since the previous line:
-    prompts created (in full, so evicted ancestors stay in the file), new rating points and new
-    evictions. Replaying the lines in order with `load_prompt_log` rebuilds the population.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._written: set[str] = set()
-        self._history_len: dict[str, int] = {}
-        self._evicted: set[str] = set()
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> PromptLog:
-        """Continue an existing log (or start a new one), dropping a torn final line."""
-        log = cls(path)
-        if log.path.exists():
-            _drop_torn_tail(log.path)
-            log._mark_written(load_prompt_log(log.path))
-        return log
-
-    def _mark_written(self, population: Population) -> None:
-        for prompt in population.archive():
-            self._written.add(prompt.id)
-            self._history_len[prompt.id] = len(prompt.rating_history)
-            if prompt.evicted_step is not None:
-                self._evicted.add(prompt.id)
-
-    def append_step(self, population: Population, step: int) -> dict[str, Any]:
-        """Write the step's line (flushed and fsynced) and return it."""
-        record = self.step_record(population, step)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._mark_written(population)
-        return record
-
-    def step_record(self, population: Population, step: int) -> dict[str, Any]:
-        new_prompts: list[dict[str, Any]] = []
-        rating_points: dict[str, list[list[Any]]] = {}
-        evicted: dict[str, int] = {}
-        for prompt in population.archive():
-            if prompt.id not in self._written:
-                new_prompts.append(prompt.to_record())
-                continue
-            already = self._history_len.get(prompt.id, 0)
-            if len(prompt.rating_history) > already:
-                rating_points[prompt.id] = [p.to_record() for p in prompt.rating_history[already:]]
-            if prompt.evicted_step is not None and prompt.id not in self._evicted:
-                evicted[prompt.id] = prompt.evicted_step
-        return {
-            "step": step,
-            "capacity": population.capacity,
-            "window_size": population.window_size,
-            "next_index": population.next_index,
-            "members": population.member_ids,
-            "newest": population.member_ids[-1] if len(population) else None,
-            "new_prompts": new_prompts,
-            "rating_points": rating_points,
-            "evicted": evicted,
-        }
-
-
-def append_prompt_step(log: PromptLog, population: Population, step: int) -> dict[str, Any]:
-    """Functional spelling of `PromptLog.append_step`."""
-    return log.append_step(population, step)
-
-
-def load_prompt_log(path: str | os.PathLike[str], up_to_step: int | None = None) -> Population:
-    """Rebuild a population, ratings and full lineage from `prompts.jsonl` alone.
-
-    A final line torn by a killed run is ignored; a bad line anywhere else is an error.
-    `up_to_step` replays only lines with `step <= up_to_step` (to match an older checkpoint).
-    """
-    population: Population | None = None
-    for record in _read_lines(Path(path)):
-        if up_to_step is not None and int(record["step"]) > up_to_step:
-            break
-        if population is None:
-            population = Population(int(record["capacity"]), int(record["window_size"]))
-        _apply_step(population, record)
-    if population is None:
-        raise ValueError(f"{path} holds no step")
-    return population
-
-
-def _apply_step(population: Population, record: Mapping[str, Any]) -> None:
-    for prompt_record in record["new_prompts"]:
-        population._adopt(SystemPrompt.from_record(prompt_record))
-    for prompt_id, points in record["rating_points"].items():
-        population.get(prompt_id).rating_history.extend(RatingPoint.from_record(p) for p in points)
-    for prompt_id, evicted_step in record["evicted"].items():
-        population.get(prompt_id).evicted_step = int(evicted_step)
-    population.capacity = int(record["capacity"])
-    population.window_size = int(record["window_size"])
-    population._set_members(record["members"], int(record["next_index"]))
-
-
-def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as error:
-            if number == len(lines):
-                return  # torn by a killed run; everything before it is intact
-            raise ValueError(f"{path}:{number}: malformed prompts.jsonl line: {error}") from error
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Make the file end with a newline: cut a torn last line, or close a whole one."""
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    cut = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[cut:])
-    except json.JSONDecodeError:
-        with path.open("r+b") as handle:
-            handle.truncate(cut)
-    else:
-        with path.open("ab") as handle:
-            handle.write(b"\n")

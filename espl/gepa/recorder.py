@@ -24,7 +24,8 @@ from typing import Any
 from agents.trajectory import Trajectory
 from espl.gepa.adapter import RolloutBudgetExhausted
 from espl.evolution.reflector import ReflectorUsage
-from espl.evolution.population import Population, PromptLog
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog
 from espl.evolution.system_prompt import PromptParseError, SystemPrompt, parse_principles, render_principles
 from espl.run.run_dir import METRICS, ROLLOUTS, RunDir
 

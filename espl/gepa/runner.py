@@ -35,7 +35,8 @@ from espl.gepa.settings import (
     split_train_tasks,
 )
 from espl.run.loop import DEFAULT_PRINCIPLES, LoopState
-from espl.evolution.population import Population, PromptLog
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog
 from espl.evolution.system_prompt import SystemPrompt
 from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir
 from espl.run.summary import build_summary, write_summary

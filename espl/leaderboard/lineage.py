@@ -8,7 +8,8 @@ from pathlib import Path
 
 from espl.leaderboard.collect import RunRecord
 from espl.leaderboard.table import Leaderboard
-from espl.evolution.population import Population, load_prompt_log
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import load_prompt_log
 from espl.run.run_dir import PROMPTS
 
 

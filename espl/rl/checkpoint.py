@@ -1,6 +1,6 @@
 """Trainer checkpoints: adapters, optimizer, EMA anchor, RNG states and the step counter.
 
-A checkpoint is a folder written atomically (`espl.run.atomic`), so a run killed mid-save leaves
+A checkpoint is a folder written atomically (`espl.files.atomic`), so a run killed mid-save leaves
 the previous checkpoint intact. Loading restores every RNG, so the
 next step after a resume computes the same loss as the uninterrupted run.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from espl.run.atomic import readable_directory, staged_directory
+from espl.files.atomic import readable_directory, staged_directory
 from espl.rl.lora import ANCHOR, POLICY, adapter_tensors
 
 STATE_FILE = "trainer.pt"

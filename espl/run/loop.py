@@ -24,13 +24,14 @@ from agents.engine import SamplingParams
 from agents.rollout import Episode, RolloutConfig, RolloutDriver
 from agents.trajectory import Trajectory
 from espl.run import builder as factory
-from espl.run.atomic import readable_directory, staged_directory
+from espl.files.atomic import readable_directory, staged_directory
 from espl.run.budget import Budget
 from espl.config import RunConfig
 from espl.run.evaluation import evaluate
 from espl.methods import MethodSpec, get_method
 from espl.evolution.operators import CrossoverConfig, MutationConfig, ReflectorUsage, crossover, mutate
-from espl.evolution.population import Population, PromptLog, load_prompt_log
+from espl.evolution.population import Population
+from espl.evolution.prompt_log import PromptLog, load_prompt_log
 from espl.evolution.system_prompt import PromptLimits
 from espl.evolution.rating import RatingSystem
 from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from espl.config import RunConfig
-from espl.run.run_dir import SUMMARY, RunDir, git_commit, hardware
+from espl.run.provenance import git_commit, hardware
+from espl.run.run_dir import SUMMARY, RunDir
 
 
 def build_summary(config: RunConfig, state: Any, population: Any, eval_prompt_id: str) -> dict[str, Any]:
