@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 
 from espl.cli import main
+from espl.commands.retriever import byte_size
 from envs.retrieval.corpus import Corpus, write_corpus
 from envs.retrieval.local import ServerProcess
 
@@ -35,6 +37,78 @@ def test_index_command_builds_and_refuses_to_overwrite(corpus_file: Path, tmp_pa
     assert main(["retriever", "index", "--corpus", str(corpus_file), "--out", str(out), "--force"]) == 0
     assert main(["retriever", "index", "--corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert "corpus file not found" in capsys.readouterr().err
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_force_refuses_a_folder_that_is_not_an_index_and_deletes_nothing(
+    corpus_file: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "thesis"
+    (folder / "chapters").mkdir(parents=True)
+    (folder / "chapters" / "one.tex").write_text("It was a dark and stormy night.")
+    (folder / "notes.txt").write_text("do not lose")
+    before = tree(folder)
+    siblings = sorted(tmp_path.iterdir())
+    for force in ([], ["--force"]):
+        assert main(["retriever", "index", "--corpus", str(corpus_file), "--out", str(folder), *force]) == 2
+        error = capsys.readouterr().err
+        assert "is not an index" in error and "refusing to replace it" in error
+        assert error.count("\n") == 1, "one line"
+    assert tree(folder) == before
+    assert sorted(tmp_path.iterdir()) == siblings, "no staging folder left behind"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("a file, not a folder")
+    assert main(["retriever", "index", "--corpus", str(corpus_file), "--out", str(a_file), "--force"]) == 2
+    assert "not a directory" in capsys.readouterr().err and a_file.read_text() == "a file, not a folder"
+
+
+def test_force_replaces_an_existing_index(corpus_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "index"
+    assert main(["retriever", "index", "--corpus", str(corpus_file), "--out", str(out)]) == 0
+    old_version = json.loads((out / "manifest.json").read_text())["index_version"]
+    bigger = Corpus()
+    for i in range(6):
+        bigger.append(f"new-{i}", f"Title {i}", f"passage number {i} about rivers")
+    bigger_file = write_corpus(bigger, tmp_path / "bigger.jsonl")
+    assert main(["retriever", "index", "--corpus", str(bigger_file), "--out", str(out), "--force"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["corpus"]["size"] == 6 and manifest["index_version"] != old_version
+    assert sorted(entry.name for entry in out.iterdir()) == sorted(manifest["files"] + ["manifest.json"])
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["bigger.jsonl", "corpus.jsonl", "index"]
+    capsys.readouterr()
+
+
+def test_force_refuses_an_index_that_also_holds_other_files(corpus_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "index"
+    assert main(["retriever", "index", "--corpus", str(corpus_file), "--out", str(out)]) == 0
+    (out / "my-notes.md").write_text("why this index exists")
+    before = tree(out)
+    assert main(["retriever", "index", "--corpus", str(corpus_file), "--out", str(out), "--force"]) == 2
+    assert "files its build did not write (my-notes.md)" in capsys.readouterr().err
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--header-timeout", "0", "must be positive"), ("--max-reply-bytes", "1G", "max_pending_bytes"),
+     ("--max-body-bytes", "lots", "not a size")],
+)
+def test_serve_refuses_bad_limits(tmp_path: Path, option: str, value: str, message: str, capsys) -> None:
+    try:
+        code = main(["retriever", "serve", "--index", str(tmp_path), option, value])
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "size"), [("8388608", 8 << 20), ("64M", 64 << 20), ("64MiB", 64 << 20),
+                                            ("1g", 1 << 30), ("512k", 512 << 10), ("10B", 10)])
+def test_byte_sizes(text: str, size: int) -> None:
+    assert byte_size(text) == size
 
 
 def test_serve_command_answers_search_r1_requests(corpus_file: Path, tmp_path: Path) -> None:

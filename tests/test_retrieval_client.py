@@ -214,3 +214,41 @@ def test_chunked_client_and_local_retriever_agree(tiny_retriever: LocalRetriever
             assert client.retrieve(queries, topk=2) == tiny_retriever.retrieve(queries, topk=2)
     finally:
         running.stop()
+
+
+def test_a_413_splits_the_batch_until_each_request_fits(sleeps: list[float]) -> None:
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        queries = json.loads(request.content)["queries"]
+        sizes.append(len(queries))
+        if len(queries) > 2:
+            return httpx.Response(413, json={"error": "a reply to these queries could take too many bytes"})
+        return httpx.Response(200, json=reply([[(q, f'"{q}"\nx', 1.0)] for q in queries]))
+
+    client = RetrievalClient("http://r.test", transport=httpx.MockTransport(handler))
+    queries = [f"q{i}" for i in range(5)]
+    assert [hits[0].id for hits in client.retrieve(queries, topk=100)] == queries
+    assert sizes == [5, 2, 3, 1, 2] and sleeps == []
+
+
+def test_a_413_on_one_query_is_raised(sleeps: list[float]) -> None:
+    client = RetrievalClient("http://r.test", transport=httpx.MockTransport(
+        lambda request: httpx.Response(413, json={"error": "queries[0] has 9000 characters"})))
+    with pytest.raises(RetrievalError, match="HTTP 413.*9000 characters") as caught:
+        client.retrieve(["q"])
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize(("retry_after", "slept"), [("2", 2.0), ("600", 4.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.1)])
+def test_retry_after_is_honoured_up_to_max_backoff(sleeps: list[float], retry_after: str, slept: float) -> None:
+    statuses = iter([503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if next(statuses) == 503:
+            return httpx.Response(503, json={"error": "server busy"}, headers={"retry-after": retry_after})
+        return httpx.Response(200, json=reply([[("d", '"T"\nx', 1.0)]]))
+
+    client = RetrievalClient("http://r.test", backoff=0.1, max_backoff=4.0, transport=httpx.MockTransport(handler))
+    assert client.retrieve(["q"])[0][0].id == "d"
+    assert sleeps == [slept]

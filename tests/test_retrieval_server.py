@@ -121,6 +121,7 @@ BAD_REQUESTS = [
     ("body too large", json.dumps({"queries": ["q" * 70_000]}).encode(), 413, "limit is 65536"),
     ("deep nesting", b"[" * 20_000 + b"]" * 20_000, 400, "not valid JSON"),
     ("invalid utf-8", b'{"queries": ["\xff\xfe"]}', 400, "not valid JSON"),
+    ("topk of 10,000 digits", b'{"queries": ["q"], "topk": 1' + b"0" * 9_999 + b"}", 400, "number that is too long"),
 ]
 
 
@@ -129,6 +130,38 @@ def test_bad_requests_get_a_clear_4xx(server: BackgroundServer, body: bytes, sta
     reply = httpx.post(f"{server.url}/retrieve", content=body, headers={"content-type": "application/json"})
     assert reply.status_code == status
     assert message in reply.json()["error"]
+
+
+def test_a_topk_of_100001_digits_is_a_400(retriever: LocalRetriever) -> None:
+    running = BackgroundServer.start(retriever)  # the default limits admit a body this size
+    try:
+        body = b'{"queries": ["q"], "topk": ' + b"9" * 100_001 + b"}"
+        reply = httpx.post(f"{running.url}/retrieve", content=body, headers={"content-type": "application/json"})
+    finally:
+        running.stop()
+    assert reply.status_code == 400 and "number that is too long" in reply.json()["error"]
+    assert len(reply.json()["error"]) < 300
+
+
+def test_a_reply_that_could_pass_the_limit_is_refused_before_searching(
+    retriever: LocalRetriever, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searched: list[int] = []
+    search = retriever.search
+    monkeypatch.setattr(retriever, "search", lambda queries, topk: searched.append(len(queries)) or search(queries, topk))
+    limits = Limits(max_reply_bytes=1 << 20, max_pending_bytes=16 << 20)
+    running = BackgroundServer.start(retriever, limits=limits)
+    try:
+        per_hit = retriever.reply_bound(1, 1)
+        fits = (1 << 20) // per_hit  # queries at topk 1 whose worst-case reply fits in 1 MiB
+        too_many = httpx.post(f"{running.url}/retrieve", json={"queries": ["Ed Wood"] * 64, "topk": 50})
+        just_fits = httpx.post(f"{running.url}/retrieve", json={"queries": ["Ed Wood"] * fits, "topk": 1})
+    finally:
+        running.stop()
+    assert too_many.status_code == 413
+    assert "a reply to 64 queries at topk 50 could take" in too_many.json()["error"]
+    assert just_fits.status_code == 200 and len(just_fits.json()["result"]) == fits
+    assert searched == [fits], "the refused request was never searched"
 
 
 def test_wrong_routes_methods_and_content_types_are_4xx_json(server: BackgroundServer) -> None:
@@ -175,6 +208,9 @@ class SlowRetriever:
         time.sleep(self.encode_seconds)
         self.encoded.append((hits[0], started, time.monotonic()))
         return json.dumps({"result": [[] for _ in hits]}).encode()
+
+    def reply_bound(self, queries: int, topk: int) -> int:
+        return 100 * queries
 
     def health(self) -> dict:
         return {"status": "ok"}

@@ -101,3 +101,24 @@ def test_decoded_passages_are_the_corpus_passages() -> None:
 def test_malformed_replies_raise_value_error(body: bytes) -> None:
     with pytest.raises(ValueError):
         decode_passages(body)
+
+
+def test_the_largest_document_is_found_exactly() -> None:
+    corpus = tricky_corpus()
+    corpus.append("long-plain", "T", "a" * 300)  # the longest text, but not the largest JSON
+    corpus.append("short-escaped", "\x01", "\x02" * 60)  # 6 bytes a character in JSON
+    largest = max(len(encode_json({"id": corpus.ids[r], "contents": corpus.contents(r)})) for r in range(len(corpus)))
+    assert ReplyEncoder(corpus).max_document_bytes() == largest == len(ReplyEncoder(corpus).document(len(corpus) - 1))
+
+
+@pytest.mark.parametrize("return_scores", [True, False])
+@pytest.mark.parametrize("score", [-2.2250738585072014e-308, 1.7976931348623157e308, None, 0.1])
+def test_no_reply_exceeds_its_bound(return_scores: bool, score: float | None) -> None:
+    corpus = tricky_corpus()
+    corpus.append("short-escaped", "\x01", "\x02" * 60)
+    encoder = ReplyEncoder(corpus)
+    worst = len(corpus) - 1
+    for queries, topk in [(1, 1), (3, 5), (4, 7)]:
+        hits = SearchHits(rows=[[worst] * topk] * queries, scores=[[score] * topk] * queries)
+        size = len(encoder.encode(hits, return_scores))
+        assert size <= wire.reply_bound(queries, topk, encoder.max_document_bytes()) < size + 50 * queries * topk + 16

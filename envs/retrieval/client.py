@@ -8,7 +8,9 @@ reply can reach this process a few milliseconds late (the server's event loop wa
 GIL to send it), and with two the server would sometimes finish a search with nothing queued.
 Connections are reused across calls.
 A connection failure or a 5xx is retried a bounded number of times with exponential
-backoff; a 4xx is the caller's mistake and is raised at once with the server's message.
+backoff (at least the server's ``Retry-After``, at most `max_backoff`); a 4xx is the
+caller's mistake and is raised at once with the server's message, except a 413 on a request
+of several queries: it is split in halves until the server's size limits are met.
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ class RetrievalClient:
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         last_problem = ""
+        retry_after = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                _sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+                _sleep(min(self.max_backoff, max(retry_after, self.backoff * 2 ** (attempt - 1))))
             try:
                 response = self._http.request(method, f"{self.url}{path}", content=body)
             except httpx.TransportError as error:
@@ -108,6 +111,7 @@ class RetrievalClient:
                 continue
             if response.status_code in RETRYABLE_STATUS:
                 last_problem = f"HTTP {response.status_code}: {_error_message(response)}"
+                retry_after = _retry_after(response)
                 continue
             if response.status_code >= 400:
                 raise RetrievalError(
@@ -144,7 +148,14 @@ class RetrievalClient:
 
     def _retrieve_chunk(self, queries: list[str], topk: int) -> list[list[Passage]]:
         payload = {"queries": queries, "topk": int(topk), "return_scores": True}
-        body = self._request("POST", "/retrieve", encode_json(payload))
+        try:
+            body = self._request("POST", "/retrieve", encode_json(payload))
+        except RetrievalError as error:
+            if error.status != 413 or len(queries) < 2:
+                raise
+            # Over the server's body or reply limit (a large topk): half the queries may fit.
+            half = len(queries) // 2
+            return self._retrieve_chunk(queries[:half], topk) + self._retrieve_chunk(queries[half:], topk)
         try:
             result = decode_passages(body)
         except ValueError as error:
@@ -186,6 +197,14 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(payload, dict) and "detail" in payload:
         return str(payload["detail"])
     return response.text[:200]
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The server's ``Retry-After`` in seconds (0 when absent or given as a date)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", 0)))
+    except ValueError:
+        return 0.0
 
 
 def _sleep(seconds: float) -> None:

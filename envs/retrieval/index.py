@@ -1,15 +1,19 @@
 """Index directories: build one from a corpus with any backend, open it again later.
 
 An index directory holds the backend's files and ``manifest.json`` (backend, its parameters,
-the corpus path, hash and size, and an index version). The corpus itself is not copied: the
-manifest points at it (``"builtin"`` for the bundled corpus), and opening checks that it has
-not changed size since the build.
+the corpus path, hash and size, an index version, and the names of the files the build
+wrote). The corpus itself is not copied: the manifest points at it (``"builtin"`` for the
+bundled corpus), and opening checks that it has not changed size since the build.
+
+A build never deletes what it did not create: it writes into a new or empty directory, and
+replaces (with ``overwrite``) only a directory that holds an index and nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -52,6 +56,53 @@ def _index_version(backend: str, params: dict[str, Any], corpus_sha: str) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse (`FileExistsError`) to build into `out` unless it is missing, empty, or, with
+    `overwrite`, an index directory: a valid manifest, and no file its build did not write.
+
+    ``--force`` once wiped whatever folder it was given; a folder of someone's files is now
+    left alone whatever the flags say.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    entries = {entry.name for entry in out.iterdir()}
+    if not entries:
+        return
+    try:
+        manifest = read_manifest(out)
+    except (ValueError, OSError, AttributeError):  # unreadable, not JSON, or not a JSON object
+        raise FileExistsError(
+            f"{out} is not empty and is not an index (no valid {MANIFEST_FILE}): refusing to replace it, "
+            "with or without --force; choose another --out"
+        ) from None
+    if not overwrite:
+        raise FileExistsError(f"{out} already holds an index (use --force to replace it)")
+    foreign = sorted(entries - set(manifest.get("files", entries)) - {MANIFEST_FILE})
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(f"{out} holds an index and also files its build did not write ({shown}): "
+                              "refusing to replace it; move them out first")
+
+
+def _replace(out: Path, staging: Path, overwrite: bool) -> None:
+    """Move the finished index from `staging` to `out`, the old index aside first so that
+    `out` is never half-written and the old one comes back if the move fails."""
+    check_destination(out, overwrite)  # again: the folder may have changed during the build
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = out.with_name(f".{out.name}.replaced-{os.getpid()}-{time.time_ns()}")
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build_index(
     corpus_arg: str | Path,
     out_dir: str | Path,
@@ -67,8 +118,7 @@ def build_index(
     concurrent builder never leaves a half-written index under `out_dir`.
     """
     out = Path(out_dir).expanduser().resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --force to replace it)")
+    check_destination(out, overwrite)
     cls = backend_class(backend)
     corpus_path = resolve_corpus_path(corpus_arg)
     corpus = corpus if corpus is not None else load_corpus(corpus_path)
@@ -91,13 +141,12 @@ def build_index(
                 "size": len(corpus),
             },
             "index_version": _index_version(backend, params, corpus_sha),
+            "files": sorted(entry.name for entry in staging.iterdir()),
             "build_seconds": round(time.time() - started, 2),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        _replace(out, staging, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,15 +68,29 @@ class ServerProcess:
     process: subprocess.Popen
 
     @classmethod
-    def start(cls, index_dir: str | Path, port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> ServerProcess:
+    def start(
+        cls,
+        index_dir: str | Path,
+        port: int | None = None,
+        timeout_s: float = START_TIMEOUT_S,
+        args: Sequence[str] = ("--log-level", "warning"),
+        log_path: str | Path | None = None,
+    ) -> ServerProcess:
+        """Start it with `args` after the index and port, its stderr to `log_path` if given
+        (read it after `stop`; a pipe nobody reads would stall a server that logs much)."""
         import httpx
 
         port = port or free_port()
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "espl.cli", "retriever", "serve", "--index", str(index_dir),
-                   "--port", str(port), "--log-level", "warning"]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   "--port", str(port), *args]
+        stderr = open(log_path, "wb") if log_path is not None else subprocess.PIPE  # noqa: SIM115
+        try:
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        finally:
+            if log_path is not None:
+                stderr.close()  # type: ignore[union-attr]  # the child has its own copy
         url = f"http://{DEFAULT_HOST}:{port}"
         deadline = time.monotonic() + timeout_s
         while True:
@@ -85,7 +100,11 @@ class ServerProcess:
             except httpx.HTTPError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     process.kill()
-                    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                    process.wait()
+                    if log_path is not None:
+                        error = Path(log_path).read_text(errors="replace")
+                    else:
+                        error = process.stderr.read().decode(errors="replace") if process.stderr else ""
                     raise RuntimeError(f"retrieval server process did not start on {url}: {error[-2000:]}") from None
                 time.sleep(0.1)
 

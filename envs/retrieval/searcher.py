@@ -16,7 +16,7 @@ from envs.retrieval.backends import DEFAULT_BACKEND, SearchHits
 from envs.retrieval.corpus import BUILTIN, file_sha256
 from envs.retrieval.index import MANIFEST_FILE, OpenIndex, build_index, open_index
 from envs.retrieval.types import Passage
-from envs.retrieval.wire import ReplyEncoder
+from envs.retrieval.wire import ReplyEncoder, reply_bound
 
 CACHE_ENV = "ESPL_BENCH_CACHE"
 
@@ -78,6 +78,11 @@ class LocalRetriever:
         """The body of Search-R1's /retrieve reply for hits that `search` found."""
         return self._reply.encode(hits, return_scores)
 
+    def reply_bound(self, queries: int, topk: int) -> int:
+        """The most bytes `encode_reply` can return for `queries` queries at `topk`: what the
+        server checks against its reply limit before searching."""
+        return reply_bound(queries, topk, self._reply.max_document_bytes())
+
     def warm_up(self) -> None:
         """Pay one-off costs (JIT compiles, lazy loads) now rather than on the first request."""
         warm = getattr(self.backend, "warm_up", None)
@@ -95,4 +100,5 @@ class LocalRetriever:
             "corpus": manifest["corpus"]["path"],
             "index_version": self.index.version,
             "params": manifest["params"],
+            "max_document_bytes": self._reply.max_document_bytes(),
         }

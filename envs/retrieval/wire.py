@@ -64,14 +64,50 @@ DEFAULT_TOPK = 3
 REQUEST_FIELDS = frozenset({"queries", "topk", "return_scores"})
 
 
+MiB = 1 << 20
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; larger requests get a 4xx rather than a slow server."""
+    """What one request may ask for, and what the server holds for all requests at once.
+
+    A request over a per-request limit gets a 4xx; one that finds the shared caps full gets
+    a 503 with ``Retry-After``; a connection that stalls is closed. Together they bound the
+    memory and time a slow or hostile client can take: without them, 8 clients asking for
+    4096 queries x topk 100 and never reading held 2.8 GB of replies.
+    """
 
     max_topk: int = 100
     max_queries: int = 4096
     max_query_chars: int = 4096
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = 8 * MiB
+    max_reply_bytes: int = 64 * MiB
+    """Refused up front (413) when queries x topk x the corpus's largest passage could exceed it."""
+    max_requests: int = 64
+    """Requests worked on at once once their body is in (queued, searching, sending); beyond it a 503."""
+    max_pending_bytes: int = 256 * MiB
+    """Request bodies, reply bounds and unsent replies of all requests together; beyond it a 503."""
+    max_connections: int = 512
+    """Open connections; a connection beyond it gets a 503 and is closed at once."""
+    retry_after_s: int = 1
+    header_timeout_s: float = 10.0
+    """A request's headers must arrive within this many seconds of its first byte (or of connecting)."""
+    body_timeout_s: float = 30.0
+    """Its body must arrive within this many seconds of its headers."""
+    write_timeout_s: float = 30.0
+    """A connection whose reply does not move for this long (the client stopped reading) is cut."""
+    keep_alive_s: float = 30.0
+    """An idle kept-alive connection is closed after this long."""
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not value > 0:
+                raise ValueError(f"limit {name} must be positive, got {value}")
+        if self.max_pending_bytes < self.max_body_bytes + self.max_reply_bytes:
+            raise ValueError(
+                f"max_pending_bytes ({self.max_pending_bytes}) must hold one largest request: "
+                f"max_body_bytes + max_reply_bytes = {self.max_body_bytes + self.max_reply_bytes}"
+            )
 
 
 @dataclass(frozen=True)
@@ -89,6 +125,10 @@ class BadRequest(ValueError):
         self.status = status
 
 
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _json_type(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
@@ -103,6 +143,10 @@ def parse_retrieve_request(body: bytes, limits: Limits) -> RetrieveRequest:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise BadRequest(f"request body is not valid JSON: {error}") from None
+    except ValueError as error:
+        # A number with more digits than Python converts to int (4,300 by default): a client's
+        # mistake like any other, so a 400 rather than the 500 an uncaught ValueError became.
+        raise BadRequest(f"request body has a number that is too long: {_short(str(error))}") from None
     if not isinstance(payload, dict):
         raise BadRequest(f"request body must be a JSON object, not {_json_type(payload)}")
     unknown = sorted(set(payload) - REQUEST_FIELDS)
@@ -139,6 +183,23 @@ def parse_retrieve_request(body: bytes, limits: Limits) -> RetrieveRequest:
 
 _SCORED_OPEN = b'{"document":'
 _SCORE_KEY = b',"score":'
+_DOCUMENT_KEYS = len(b'{"id":"","contents":""}')
+_CONTENTS_MARKS = 3
+"""The quotes around the title and the newline after it, which `Corpus.contents` adds."""
+_SCORE_BYTES = 24
+"""The longest float JSON text, e.g. ``-2.2250738585072014e-308`` (``null`` when missing)."""
+_HIT_PUNCTUATION = 2
+_QUERY_PUNCTUATION = 3
+_REPLY_FRAME = len(b'{"result":[]}')
+_JSON_BYTES_PER_CHAR = 6
+"""The most a character can take in JSON text: a control character escaped as ``\\u00XX``."""
+
+
+def reply_bound(queries: int, topk: int, max_document_bytes: int) -> int:
+    """The most bytes a /retrieve reply to `queries` queries at `topk` can take, with or
+    without scores, when no passage's ``{"id","contents"}`` JSON exceeds `max_document_bytes`."""
+    hit = len(_SCORED_OPEN) + max_document_bytes + len(_SCORE_KEY) + _SCORE_BYTES + _HIT_PUNCTUATION
+    return _REPLY_FRAME + queries * (_QUERY_PUNCTUATION + topk * hit)
 
 
 def encode_scores(scores: list[list[float]]) -> list[bytes]:
@@ -168,11 +229,33 @@ class ReplyEncoder:
     def __init__(self, corpus: Corpus, cache_size: int = 1 << 18) -> None:
         self._corpus = corpus
         self.prefix = lru_cache(maxsize=cache_size)(self._encode_prefix)
+        self._max_document_bytes: int | None = None
+
+    def max_document_bytes(self) -> int:
+        """The size of the corpus's largest ``{"id","contents"}`` JSON, exactly (computed once).
+
+        A passage's JSON takes at most 6 bytes per character, so only passages whose length
+        times 6 could beat the largest found so far are encoded: 10 ms for the bundled corpus,
+        whose longest passages are far longer than most. On a corpus of like-sized passages
+        (wiki-18) most are encoded, about 1 us each, once when the server starts.
+        """
+        if self._max_document_bytes is None:
+            corpus = self._corpus
+            lengths = [len(i) + len(t) + len(x) for i, t, x in zip(corpus.ids, corpus.titles, corpus.texts)]
+            longest = max(range(len(lengths)), key=lengths.__getitem__, default=None)
+            largest = 0 if longest is None else len(self._encode_document(longest))
+            for row, length in enumerate(lengths):
+                if _DOCUMENT_KEYS + _JSON_BYTES_PER_CHAR * (length + _CONTENTS_MARKS) > largest:
+                    largest = max(largest, len(self._encode_document(row)))
+            self._max_document_bytes = largest
+        return self._max_document_bytes
+
+    def _encode_document(self, row: int) -> bytes:
+        corpus = self._corpus
+        return encode_json({"id": corpus.ids[row], "contents": corpus.contents(row)})
 
     def _encode_prefix(self, row: int) -> bytes:
-        corpus = self._corpus
-        document = encode_json({"id": corpus.ids[row], "contents": corpus.contents(row)})
-        return _SCORED_OPEN + document + _SCORE_KEY
+        return _SCORED_OPEN + self._encode_document(row) + _SCORE_KEY
 
     def document(self, row: int) -> bytes:
         """``{"id":..,"contents":..}`` of one passage."""
