@@ -229,3 +229,36 @@ def test_apply_rejects_conflicts_out_of_range_and_duplicates():
 def test_apostrophes_in_prose_do_not_hide_the_json_after_them():
     found = extract_json('Given [the agent\'s answer], I propose [{"op": "add", "principle": "It\'s fine."}]')
     assert found.value == [{"op": "add", "principle": "It's fine."}]
+
+
+# -- what must never become a principle ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "marker", ["<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "</s>", "<|im_start|>", "[INST]"]
+)
+def test_chat_markers_of_every_template_family_are_removed(marker: str) -> None:
+    principle, _ = clean_principle(f"Answer {marker}model briefly and check units.", RULES)
+    assert principle == "Answer model briefly and check units."
+
+
+@pytest.mark.parametrize("action", ["<answer>Paris</answer>", "<search> capital of France </search>",
+                                    "<information>Doc 1(Title: Paris)</information>"])
+def test_a_tagged_action_is_a_tasks_answer_not_a_rule(action: str) -> None:
+    principle, reason = clean_principle(f"Always reply {action} when asked.", RULES)
+    assert principle is None and "action" in reason
+    advice, _ = clean_principle("Put the final answer inside the <answer> tag.", RULES)
+    assert advice == "Put the final answer inside the <answer> tag."  # naming a tag is advice
+
+
+def test_look_alike_letters_do_not_make_a_new_principle() -> None:
+    homoglyph = "Reаd the quеstion carefully."  # Cyrillic а and е
+    full_width = "ＲＥＡＤ the question carefully."
+    outcome = apply_edits(["Read the question carefully."], [Edit(ADD, homoglyph), Edit(ADD, full_width)])
+    assert outcome.principles == ("Read the question carefully.",)
+    assert sum("duplicate" in reason for reason in outcome.rejected) == 2
+
+
+@pytest.mark.parametrize("index", ["٣", "３", "G٢", "²"])
+def test_only_ascii_digits_are_indexes(index: str) -> None:
+    assert parse_index(index, 5)[0] is None

@@ -5,8 +5,9 @@ edits are applied to slots of that list rather than one after another (removing 
 shift what "G3" means for the next edit). Each slot may be touched by one edit only: the first
 edit that claims a slot wins and later ones are dropped with a reason. A merge keeps the merged
 principle in the slot of its lowest index. Additions go to the end, in order. The result is
-then renumbered simply by position (G0..Gn), and exact duplicates (ignoring case and spacing)
-are removed, keeping the first.
+then renumbered simply by position (G0..Gn), and duplicates are removed, keeping the first:
+principles that read the same (`text.skeleton`: ignoring case, spacing, compatibility forms
+and look-alike letters from other scripts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from espl.evolution.operators.edits import ADD, MERGE, MODIFY, REMOVE, Edit
+from espl.evolution.operators.text import skeleton
 
 
 @dataclass
@@ -22,10 +24,6 @@ class EditOutcome:
     principles: tuple[str, ...]
     applied: list[Edit] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
-
-
-def _key(text: str) -> str:
-    return " ".join(text.casefold().split())
 
 
 def apply_edits(principles: Sequence[str], edits: Sequence[Edit]) -> EditOutcome:
@@ -64,7 +62,7 @@ def apply_edits(principles: Sequence[str], edits: Sequence[Edit]) -> EditOutcome
     seen: set[str] = set()
     result: list[str] = []
     for text in [s for s in slots if s is not None] + additions:
-        key = _key(text)
+        key = skeleton(text)
         if key in seen:
             outcome.rejected.append(f"duplicate principle dropped: {text[:60]!r}")
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,10 +37,13 @@ MAX_EDITS_PER_REPLY = 64
 """Items beyond this in one reply are ignored (a reply of 10,000 edits is not a plan)."""
 
 _LEADING_LABEL = re.compile(
-    r"^\s*(?:[-*\u2022]\s*)?\[?(?:G\s*\d{1,6}|\d{1,6})\]?\s*(?:[:.)]|-)(?=\s)\s*",  # "G3:", "- [2] -", "4)"
+    r"^\s*(?:[-*\u2022]\s*)?\[?(?:G\s*[0-9]{1,6}|[0-9]{1,6})\]?\s*(?:[:.)]|-)(?=\s)\s*",  # "G3:", "- [2] -", "4)"
     re.IGNORECASE,
 )
-_INDEX_TEXT = re.compile(r"^\s*G?\s*(\d{1,6})\s*$", re.IGNORECASE)
+_INDEX_TEXT = re.compile(r"^\s*G?\s*([0-9]{1,6})\s*$", re.IGNORECASE)
+"""ASCII digits only: int() would also read "٣" (Arabic-Indic three) or "３" (full width)."""
+_ACTION = re.compile(r"<\s*(answer|search|information|think)\s*>.*?<\s*/\s*\1\s*>", re.IGNORECASE | re.DOTALL)
+"""A whole agent action or env reply (Search-R1's tags): one task's answer or query, not a rule."""
 _WRAPPING = "\"'`\u201c\u201d\u2018\u2019 "
 
 
@@ -208,8 +212,11 @@ def clean_principle(value: Any, rules: EditRules) -> tuple[str | None, str]:
     """A principle fit for the prompt, or None and why the text cannot be one."""
     if not isinstance(value, str):
         return None, f"principle is a {type(value).__name__}, not text"
-    text = one_line(remove_unprintable(value[: rules.max_chars * 8], keep_newlines=False).replace("```", " "))
+    text = unicodedata.normalize("NFKC", value[: rules.max_chars * 8])  # full-width letters, ligatures
+    text = one_line(remove_unprintable(text, keep_newlines=False).replace("```", " "))
     text = one_line(strip_chat_markers(text))
+    if _ACTION.search(text):
+        return None, "principle holds an agent action (a tagged answer or search), not a rule"
     for _ in range(3):  # "G2: 'text'" -> "text"
         stripped = _LEADING_LABEL.sub("", text, count=1).strip(_WRAPPING)
         if stripped == text:

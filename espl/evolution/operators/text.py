@@ -16,6 +16,8 @@ _CHAT_MARKERS = re.compile(
     r"<\|[^<>|\n]{0,64}\|>"  # ChatML / Llama 3 style: <|im_start|>, <|eot_id|>, <|endoftext|>
     r"|</?s>"  # Llama 2 / Mistral sequence markers
     r"|\[/?INST\]"  # Llama 2 instruction markers
+    r"|<(?:start|end)_of_turn>"  # Gemma turn markers
+    r"|</?(?:bos|eos|pad|unk)>"  # sequence markers spelled as tags (Gemma and others)
     r"|<\uff5c[^<>\n]{0,64}\uff5c>",  # full-width bars used by some templates
     re.IGNORECASE,
 )
@@ -73,3 +75,21 @@ def clip_middle(text: str, max_chars: int) -> str:
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+_CONFUSABLES = str.maketrans({
+    # Cyrillic and Greek letters drawn like Latin ones (lower case; the text is casefolded first)
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w",
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "ɡ": "g", "ɑ": "a", "ı": "i", "ʏ": "y",
+})
+
+
+def skeleton(text: str) -> str:
+    """What a text looks like, for spotting duplicates: compatibility forms folded (NFKC:
+    full-width letters, ligatures), case folded, look-alike Cyrillic and Greek letters read
+    as the Latin ones, spacing collapsed. "Reаd carefully" with a Cyrillic "а" and "read
+    CAREFULLY" have the same skeleton."""
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(_CONFUSABLES)
+    return one_line(folded)
