@@ -4,6 +4,11 @@ Every engine (`hf`, `vllm`, `openai`) takes a batch of prompts, each either toke
 (token-in/token-out, what the rollout driver sends) or a chat conversation, and returns for
 each prompt `n` completions carrying the exact token ids it sampled. Training builds its
 sequences from those ids; nothing is ever re-tokenized.
+
+What differs between engines is part of the protocol, so no caller tests an engine's name:
+how an engine takes the adapter a trainer just updated (`adapter_from`: a reference to the
+live in-process weights, or a published folder), and forgetting conversations kept for a
+next turn once every episode of a batch has ended (`release_turns`).
 """
 
 from __future__ import annotations
@@ -73,6 +78,19 @@ class Completion:
 
 
 @runtime_checkable
+class AdapterSource(Protocol):
+    """A trainer's adapter as an engine can take it after an update."""
+
+    def adapter(self) -> Adapter:
+        """A reference to the live adapter inside the trainer's own model (no copy)."""
+        ...
+
+    def published_adapter(self) -> Adapter:
+        """The adapter saved as a peft folder, with a new version (for engines that load from disk)."""
+        ...
+
+
+@runtime_checkable
 class Engine(Protocol):
     """Generates completions for a batch of prompts.
 
@@ -94,5 +112,14 @@ class Engine(Protocol):
         params: SamplingParams,
         adapter: Adapter | None = None,
     ) -> list[list[Completion]]: ...
+
+    def adapter_from(self, source: AdapterSource) -> Adapter:
+        """The adapter to sample with after `source`'s latest update (raises if this engine
+        cannot sample with trained weights)."""
+        ...
+
+    def release_turns(self) -> None:
+        """Forget whatever is kept for the next turn of a conversation (a no-op for most engines)."""
+        ...
 
     def close(self) -> None: ...

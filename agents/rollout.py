@@ -112,9 +112,7 @@ class RolloutDriver:
                 progress(len(episodes) - len(active))
         for i in active:  # out of turns without an ending
             trajectories[i].done = trajectories[i].truncated = True
-        release = getattr(self.engine, "release_turns", None)
-        if release is not None:  # every conversation has ended: the engine need not keep them
-            release()
+        self.engine.release_turns()  # every conversation has ended: the engine need not keep them
         if progress is not None and active:
             progress(len(episodes))
         return trajectories

@@ -14,6 +14,9 @@ from typing import Any
 
 from envs.base import Message
 
+SUCCESS_REWARD = 1.0
+"""An episode succeeded when its reward reaches this: the envs reward a correct answer with 1."""
+
 
 @dataclass
 class TurnRecord:
@@ -48,6 +51,12 @@ class Trajectory:
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        """The one definition of success (evaluation accuracy, mixed problems, pass@k): the
+        episode ran (no engine error) and its reward reached `SUCCESS_REWARD`."""
+        return self.error is None and self.reward >= SUCCESS_REWARD
 
     # -- building ------------------------------------------------------------------------
     def append_prompt(self, ids: list[int]) -> None:

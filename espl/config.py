@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from espl.rl.settings import KLSettings, LoraSettings, TrainerConfig
 
@@ -36,10 +36,13 @@ class EnvConfig:
 @dataclass
 class PolicyConfig:
     model: str = "smollm2-135m"
-    engine: str = "hf"  # hf | vllm | openai
-    dtype: str = "float32"
+    engine: str = "hf"
+    """A registered engine: hf | vllm | openai (or a plugin's)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """float32 | bfloat16 | float16, or auto: float32 in process (hf), bfloat16 for vLLM."""
     base_urls: list[str] = field(default_factory=list)
-    placement: str = "system"  # system | user
+    placement: Literal["system", "user"] = "system"
+    """Where the principles go: the system role, or appended to the first user turn (the paper)."""
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 256
@@ -66,7 +69,14 @@ class EvolutionConfig:
     """K: selection looks at the newest K prompts."""
     capacity: int = 200
     selection: str = "uniform"
-    eval_prompt: str = "best"  # best (mu - 2 sigma) | newest (the paper's code)
+    selection_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the selection strategy (e.g. `k` of ucb/lucb, `temperature` of softmax)."""
+    eval_prompt: Literal["best", "newest"] = "best"
+    """The prompt evaluated on the test set: best by mu - 2 sigma, or the newest (the paper's code)."""
+    operators: list[str] = field(default_factory=lambda: ["mutation", "crossover"])
+    """Variation operators, in the order they run each iteration (`espl.evolution.operators`)."""
+    operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per operator: its settings (`MutationConfig` / `CrossoverConfig` fields) and `probability`."""
     crossover_probability: float = 0.2
     reflect_on_failures: bool = False
     max_problems: int | None = None
@@ -202,6 +212,10 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
     if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):

@@ -24,7 +24,7 @@ from espl.run import builder as factory
 from espl.config import load_config
 from espl.gepa.adapter import COMPONENT, RolloutAdapter, RolloutCap
 from espl.gepa.reflection import ReflectionLM
-from espl.evolution.operators import Reflector
+from espl.evolution.reflector import Reflector
 from espl.evolution.prompt_log import load_prompt_log
 from espl.run.run_dir import RunDir
 from espl.run.train import run_training
@@ -57,6 +57,9 @@ class AnswerKeyEngine:
             reply_ids = self._tokenizer.encode(reply, add_special_tokens=False)
             out.append([Completion(reply_ids, [-0.1] * len(reply_ids), reply, "stop")])
         return out
+
+    def release_turns(self) -> None:
+        pass
 
 
 class CannedReflectorEngine:
@@ -134,8 +137,8 @@ def test_the_gepa_method_records_candidates_and_evaluates_the_best_one(tokenizer
     test_policy, _ = _policy(tokenizer, "test")
     policy.answers.update(test_policy.answers)
     reflector = CannedReflectorEngine()
-    monkeypatch.setattr(factory, "build_policy", lambda config, **kw: factory.Policy(policy))
-    monkeypatch.setattr(factory, "build_reflector", lambda config, policy, seed: Reflector(reflector))
+    monkeypatch.setattr(factory, "build_policy", lambda plan, **kw: factory.Policy(policy))
+    monkeypatch.setattr(factory, "reflector_for", lambda plan, policy: Reflector(reflector))
     config = load_config("smoke", [
         'method="gepa"', 'env.name="gsm8k"', "iterations=2", "problems_per_iteration=3", "eval_limit=3",
     ])

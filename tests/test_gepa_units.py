@@ -18,10 +18,10 @@ from espl.gepa.feedback import EnvFeedback
 from espl.gepa.recorder import RunRecorder, prompt_fields
 from espl.gepa.reflection import ReflectionFailed, ReflectionLM
 from espl.gepa.settings import GEPASettings, split_train_tasks, train_rollout_budget
-from espl.run.loop import LoopState
-from espl.evolution.operators import Reflector, ReflectorUsage
+from espl.run.context import LoopState, RunRecords
+from espl.evolution.reflector import Reflector, ReflectorUsage
 from espl.evolution.population import Population
-from espl.evolution.prompt_log import PromptLog, load_prompt_log
+from espl.evolution.prompt_log import load_prompt_log
 from espl.evolution.system_prompt import SystemPrompt
 from espl.run.run_dir import RunDir
 
@@ -177,10 +177,10 @@ def test_split_is_seeded_disjoint_and_validation_is_sized_by_budget() -> None:
 def _recorder(tmp_path: Path, window: int, windows: int):
     run_dir = RunDir(tmp_path).create()
     population = Population(capacity=100)
-    log = PromptLog.open(run_dir.file("prompts.jsonl"))
-    seed = population.create(["Be careful."], step=0)
-    log.append_step(population, 0)
     state = LoopState()
+    records = RunRecords(run_dir, state)
+    seed = population.create(["Be careful."], step=0)
+    records.prompt_log.append_step(population, 0)
     evaluated: list[tuple[int, str]] = []
 
     def evaluate(i: int, prompt: SystemPrompt) -> dict:
@@ -188,7 +188,7 @@ def _recorder(tmp_path: Path, window: int, windows: int):
         state.evals.append({"iteration": i, "accuracy": 0.0})
         return {"iteration": i, "prompt_id": prompt.id}
 
-    recorder = RunRecorder(run_dir, state, population, log, seed, window=window, windows=windows, eval_every=1,
+    recorder = RunRecorder(records, population, seed, window=window, windows=windows, eval_every=1,
                            evaluate=evaluate, reflection_usage=ReflectorUsage)
     return recorder, run_dir, evaluated
 

@@ -126,10 +126,13 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
     assert [json.loads(l)["token_ids"] for l in rollouts_a] == [json.loads(l)["token_ids"] for l in rollouts_b]
 
 
-def test_evolution_caps_reach_the_mutation_operator(tmp_path: Path) -> None:
-    from espl.run.loop import TrainingLoop
+def test_evolution_caps_reach_the_mutation_operator() -> None:
+    from espl.evolution.operators import make_operator
+    from espl.run.plan import plan_run
 
     config = _config("espl", **{"evolution.max_problems": 3, "evolution.max_rollouts_per_problem": 2})
-    loop = TrainingLoop(config, RunDir(tmp_path / "run"))
-    assert (loop.mutation_config.max_problems, loop.mutation_config.max_rollouts_per_problem) == (3, 2)
+    mutation, crossover = plan_run(config).operators
+    operator = make_operator(mutation.name, **mutation.options)
+    assert (operator.config.max_problems, operator.config.max_rollouts_per_problem) == (3, 2)
+    assert (mutation.probability, crossover.probability) == (1.0, config.evolution.crossover_probability)
     assert load_config("smoke").evolution.max_rollouts_per_problem is None  # the paper's rule by default

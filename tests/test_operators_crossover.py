@@ -8,7 +8,8 @@ import math
 import pytest
 from test_operators_support import ScriptedEngine, constant, fenced, trajectory
 
-from espl.evolution.operators import CrossoverConfig, Reflector, best_prompt, crossover, strict_winners
+from espl.evolution.operators import CrossoverConfig, best_prompt, crossover, strict_winners
+from espl.evolution.reflector import Reflector
 from espl.evolution.population import Population
 from espl.evolution.system_prompt import CROSSOVER_OPERATOR
 from espl.evolution.rating import RatingSystem

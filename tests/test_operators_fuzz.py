@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_operators_support import ScriptedEngine, per_item, trajectory
 
-from espl.evolution.operators import Reflector, crossover, is_valid_principle, mutate, parse_edits
+from espl.evolution.operators import crossover, is_valid_principle, mutate, parse_edits
+from espl.evolution.reflector import Reflector
 from espl.evolution.operators.edits import ALL_OPS, EditRules
 from espl.evolution.population import Population
 

@@ -9,7 +9,8 @@ import pytest
 from test_operators_support import ScriptedEngine, constant, fenced, per_item, trajectory
 
 from agents.engine import Completion
-from espl.evolution.operators import MutationConfig, Reflector, mutate
+from espl.evolution.operators import MutationConfig, mutate
+from espl.evolution.reflector import Reflector
 from espl.evolution.operators.mutation import edit_tokens
 from espl.evolution.operators import templates
 from espl.evolution.population import Population

@@ -10,15 +10,8 @@ import pytest
 from test_operators_support import trajectory
 
 from agents.engine import SamplingParams
-from espl.evolution.operators import (
-    CrossoverConfig,
-    MutationConfig,
-    OperatorResult,
-    Reflector,
-    crossover,
-    is_valid_principle,
-    mutate,
-)
+from espl.evolution.operators import CrossoverConfig, MutationConfig, Proposal, crossover, is_valid_principle, mutate
+from espl.evolution.reflector import Reflector
 from espl.evolution.population import Population
 
 pytestmark = pytest.mark.slow
@@ -31,7 +24,7 @@ def reflector() -> Reflector:
     return Reflector(engine, SamplingParams(temperature=1.0, max_tokens=32, seed=0, logprobs=False))
 
 
-def check(result: OperatorResult) -> None:
+def check(result: Proposal) -> None:
     assert (result.child is None) == (result.reason is not None)
     if result.child is not None:
         assert all(is_valid_principle(p) for p in result.child.principles)

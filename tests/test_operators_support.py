@@ -45,6 +45,12 @@ class ScriptedEngine:
 
     def close(self) -> None:
         pass
+    def adapter_from(self, source: Any) -> Adapter:
+        raise NotImplementedError("a scripted engine serves no trained adapter")
+
+    def release_turns(self) -> None:
+        pass
+
 
     def user_texts(self, call: int) -> list[str]:
         """The user turn of every conversation sent in generate call `call`."""

@@ -65,8 +65,8 @@ def test_without_a_summary_the_config_rule_picks_the_evaluated_prompt(evolved_ru
         "p0001 [mutation, step 1, mu 30.00 ± 2.00]",
         "  └─ p0000 [seed, step 0, mu 25.00 ± 8.00]",
     ]
-    (evolved_run / "config.json").write_text(json.dumps({"method": "reflect"}))
-    assert _view(evolved_run, capsys=capsys)["eval_prompt"] == "p0003"  # no rated population: the newest
+    (evolved_run / "config.json").write_text(json.dumps({"method": "espl", "evolution": {"eval_prompt": "newest"}}))
+    assert _view(evolved_run, capsys=capsys)["eval_prompt"] == "p0003"  # the run's own rule: the newest
 
 
 def test_the_summary_names_the_evaluated_prompt(evolved_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,6 +34,9 @@ class Recording:
 
     def close(self) -> None:
         pass
+    def release_turns(self) -> None:
+        pass
+
 
 
 class Scripted:
@@ -65,6 +68,9 @@ class Scripted:
 
     def close(self) -> None:
         pass
+    def release_turns(self) -> None:
+        pass
+
 
 
 @pytest.fixture(scope="module")

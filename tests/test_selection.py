@@ -43,11 +43,19 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 def test_registry_lists_and_builds_every_strategy() -> None:
-    assert strategy_names() == sorted(ALL_STRATEGIES)
+    assert strategy_names() == sorted([*ALL_STRATEGIES, "newest"])
     assert isinstance(make_strategy("softmax", temperature=2.0), SoftmaxSelection)
     assert make_strategy("lucb", k=3.0).k == 3.0
     with pytest.raises(ValueError, match="unknown selection strategy"):
         make_strategy("best-of-n")
+    with pytest.raises(ValueError, match="softmax"):
+        make_strategy("softmax", temprature=2.0)
+
+
+def test_newest_fills_every_slot_with_the_newest_prompt() -> None:
+    strategy = make_strategy("newest")
+    assert select_prompts(strategy, WINDOW, RATINGS, 3, rng()) == ["p9", "p9", "p9"]
+    assert select_prompts(strategy, WINDOW, RATINGS, 3, rng(), short_window="fewer") == ["p9"]
 
 
 def test_registering_a_strategy(monkeypatch: pytest.MonkeyPatch) -> None:

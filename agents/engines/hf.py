@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.engine import Adapter, Completion, Prompt, SamplingParams
+from agents.engine import Adapter, AdapterSource, Completion, Prompt, SamplingParams
 from agents.engines.prompt_ids import prompt_token_ids
 from agents.engines.sampling import LOGPROBS_MODES, LogprobsMode, choose_tokens
 from agents.engines.stopping import StopScanner
@@ -138,6 +138,13 @@ class HFEngine:
     @property
     def device(self) -> torch.device:
         return next(self._model.parameters()).device
+
+    def adapter_from(self, source: AdapterSource) -> Adapter:
+        """The trainer's live adapter when this engine samples from the trainer's own model (no
+        copy, no sync); otherwise the adapter the trainer publishes, loaded from its folder."""
+        if getattr(source, "model", None) is self._model:
+            return source.adapter()
+        return source.published_adapter()
 
     def release_turns(self) -> None:
         """Free the keys/values kept for a next turn: the caller's conversations have ended."""

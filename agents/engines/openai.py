@@ -37,7 +37,7 @@ from typing import Any, Literal
 import httpx
 
 from agents.chat import render_prompt_ids
-from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
+from agents.engine import Adapter, AdapterSource, Completion, FinishReason, Prompt, SamplingParams
 from agents.engines.seeds import request_seed
 from agents.models import load_tokenizer
 
@@ -118,6 +118,14 @@ class OpenAIEngine:
             except (OSError, ValueError):
                 self._tokenizer_missing = True
         return self._tokenizer
+
+    def adapter_from(self, source: AdapterSource) -> Adapter:
+        raise NotImplementedError(
+            "the openai engine samples from whatever its servers load; it cannot take a trained adapter"
+        )
+
+    def release_turns(self) -> None:
+        """Nothing to release: the servers manage their own caches."""
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from agents.engine import Adapter, Completion, FinishReason, Prompt, SamplingParams
+from agents.engine import Adapter, AdapterSource, Completion, FinishReason, Prompt, SamplingParams
 from agents.engines import vllm_compat, vllm_env
 from agents.engines.prompt_ids import prompt_token_ids
 from agents.engines.seeds import request_seed
@@ -111,6 +111,13 @@ class VLLMEngine:
     def llm(self) -> Any:
         """The underlying `vllm.LLM` (for callers that need vLLM-only features)."""
         return self._llm
+
+    def adapter_from(self, source: AdapterSource) -> Adapter:
+        """vLLM loads adapters from disk: the trainer publishes a new version (a new LoRA id)."""
+        return source.published_adapter()
+
+    def release_turns(self) -> None:
+        """Nothing to release: vLLM's prefix cache manages its own blocks."""
 
     def close(self) -> None:
         """Shut the engine core down (frees its memory and, in multiprocess mode, its processes)."""

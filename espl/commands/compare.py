@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from espl.config import ConfigError, preset_names
+    from espl.run.plan import plan_run
     from espl.suite import RunStatus, SuiteError, load_suite, plan
 
     console = Console()
@@ -49,10 +51,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         suite = load_suite(args.suite)
         planned = plan(suite, args.root)
-    except SuiteError as error:
+        for item in planned:  # every run's config is checked before any of them starts
+            plan_run(item.spec.config)
+    except (SuiteError, ConfigError) as error:
         console.print(f"[red]suite error:[/red] {error}", soft_wrap=True)
         return 2
     print_plan(console, suite.name, planned)
+    console.print(f"preset: {suite.preset} (built-in presets: {', '.join(preset_names())})", highlight=False)
     stale = [p.spec for p in planned if p.status is RunStatus.STALE]
     if stale and not args.replace_stale and not args.dry_run:
         explain_stale(console, stale)

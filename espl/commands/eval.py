@@ -9,7 +9,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", required=True, help="env id or alias (see `espl-bench envs`)")
     parser.add_argument("--model", default="smollm2-135m", help="built-in name, local folder or hub id")
-    parser.add_argument("--engine", default="hf", choices=["hf", "vllm", "openai"])
+    parser.add_argument("--engine", default="hf", help="a registered engine: hf | vllm | openai")
     parser.add_argument("--base-url", action="append", default=[], help="OpenAI-compatible endpoint (repeatable)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n-samples", type=int, default=1, help="samples per task (k of pass@k)")
@@ -30,26 +30,32 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from agents.engine import SamplingParams
-    from agents.engines import make_engine
-    from agents.rollout import RolloutConfig, RolloutDriver
-    from envs import registry
+    from agents.rollout import RolloutDriver
+    from espl.config import ConfigError, load_config
+    from espl.run.builder import build_policy, env_factory
     from espl.run.evaluation import evaluate
+    from espl.run.plan import plan_run
 
     console = Console()
-    env_id = registry.resolve(args.env)
     system_prompt = args.system_prompt
     if system_prompt and system_prompt.startswith("@"):
         system_prompt = Path(system_prompt[1:]).read_text()
-    engine_kwargs = {"base_urls": args.base_url} if args.engine == "openai" else {}
-    engine = make_engine(args.engine, model=args.model, **engine_kwargs)
     temperature = args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 1.0)
-    sampling = SamplingParams(temperature=temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
-    driver = RolloutDriver(
-        engine,
-        lambda: registry.make(env_id, split=args.split),
-        RolloutConfig(sampling=sampling, placement=args.placement),
-    )
+    settings = {
+        "method": "base", "seed": args.seed, "eval_temperature": temperature,
+        "env": {"name": args.env, "test_split": args.split},
+        "policy": {"model": args.model, "engine": args.engine, "base_urls": args.base_url, "top_p": args.top_p,
+                   "max_tokens": args.max_tokens, "placement": args.placement,
+                   "max_total_tokens": max(4096, 2 * args.max_tokens)},
+    }
+    try:
+        plan = plan_run(load_config(None, base=settings))
+    except ConfigError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        return 2
+    env_id = plan.env_id
+    engine = build_policy(plan, adapter_dir="").engine
+    driver = RolloutDriver(engine, env_factory(plan, args.split, engine.tokenizer), plan.eval_rollout)
     tasks = driver.envs(1)[0].tasks[: args.limit]
     total = len(tasks) * args.n_samples
     with Progress(

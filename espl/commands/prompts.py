@@ -118,20 +118,13 @@ def print_view(console, view: dict[str, Any]) -> None:
 
 
 def _eval_rule(run_dir: Path) -> str:
+    """The run's `evolution.eval_prompt` (what its evaluations used)."""
     from espl.run.run_dir import CONFIG
 
     config_file = run_dir / CONFIG
     if not config_file.exists():
         return "best"
-    from espl.methods import get_method
-
     config = json.loads(config_file.read_text())
-    try:
-        evolves = get_method(str(config.get("method"))).evolve
-    except ValueError:
-        evolves = True
-    if not evolves:
-        return "newest"  # what the loop evaluates for methods without a rated population
     return str((config.get("evolution") or {}).get("eval_prompt", "best"))
 
 

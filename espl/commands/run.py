@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="espl | rl | evolution | reflect | gepa | base (default: espl)")
     parser.add_argument("--preset", default="default", help="smoke | default | paper, or a TOML file")
     parser.add_argument("--model", help="built-in name, local folder or hub id")
-    parser.add_argument("--engine", choices=["hf", "vllm", "openai"])
+    parser.add_argument("--engine", help="a registered engine: hf | vllm | openai")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -30,10 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     import json
 
-    from espl.config import build, load_config, RunConfig
+    from espl.config import ConfigError, RunConfig, build, load_config
 
     if args.resume is not None:
-        return build(RunConfig, json.loads((args.resume / "config.json").read_text()))
+        given = [flag for flag, value in (("--env", args.env), ("--method", args.method), ("--model", args.model),
+                 ("--engine", args.engine), ("--seed", args.seed), ("--iterations", args.iterations),
+                 ("--set", args.overrides), ("--out", args.out)) if value]
+        if given or args.preset != "default":
+            flags = ", ".join(given + (["--preset"] if args.preset != "default" else []))
+            raise ConfigError(f"--resume continues a run with its own config.json; {flags} would be ignored")
+        path = args.resume / "config.json"
+        try:
+            return build(RunConfig, json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{path} does not exist: {args.resume} is not a run directory") from None
+        except ValueError as error:
+            raise ConfigError(f"{path}: {error}") from None
     base: dict = {}
     if args.env:
         base.setdefault("env", {})["name"] = args.env
@@ -67,25 +79,43 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         config = resolve_config(args)
-        from espl.methods import get_method
+        from espl.run.plan import plan_run
 
-        get_method(config.method)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]config error:[/red] {error}")
+        plan_run(config)  # every cross-check, before a directory or a model exists
+    except (ConfigError, FileNotFoundError) as error:
+        console.print(f"[red]config error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     if args.dry_run:
         console.print_json(json.dumps(config.to_dict()))
         return 0
 
     from espl.progress import LiveProgress
+    from espl.run.resume import RunDirError
     from espl.run.run_dir import CONFIG, RunDir
     from espl.run.train import run_training
 
-    run_dir = RunDir(args.resume or args.out or default_run_dir(config)).create()
+    run_dir = RunDir(args.resume or args.out or default_run_dir(config))
     if args.resume is None:
-        run_dir.write_json(CONFIG, config.to_dict())
+        taken = existing_run(run_dir.path)
+        if taken:
+            console.print(f"[red]error:[/red] {run_dir.path} already holds a run ({taken}); continue it with "
+                          f"--resume {run_dir.path}, or choose another --out", highlight=False, soft_wrap=True)
+            return 2
+        run_dir.create().write_json(CONFIG, config.to_dict())
     console.print(f"run directory: [bold]{run_dir.path}[/bold]")
-    with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
-        summary = run_training(config, run_dir, observer=progress.update, status=progress.status)
+    try:
+        with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
+            summary = run_training(config, run_dir, observer=progress.update, status=progress.status)
+    except RunDirError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        return 2
     progress.print_summary(summary, run_dir.path)
     return 0
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "rollouts.jsonl", "prompts.jsonl", "summary.json", "checkpoint")
+
+
+def existing_run(path: Path) -> str:
+    """The run files `path` already holds ("" when none): `--out` never relabels a run."""
+    return ", ".join(name for name in RUN_FILES if (path / name).exists())

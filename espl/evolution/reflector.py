@@ -118,6 +118,12 @@ class Reflector:
         self.adapter = adapter
         self.usage = ReflectorUsage()
 
+    def begin(self, seed: int | None) -> None:
+        """Start an iteration's reflection: usage from zero, sampling seeded with `seed` (each
+        batch then draws from `seed` plus its index, so a resumed run reflects the same way)."""
+        self.usage = ReflectorUsage()
+        self.sampling = replace(self.sampling, seed=seed)
+
     def ask_many(
         self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = ()
     ) -> list[ReflectorReply]:

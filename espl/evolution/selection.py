@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from espl.evolution.rating import RatingLike, conservative_score, optimistic_score
+from espl.plugins import load_plugins
 
 ShortWindowPolicy = Literal["repeat", "fewer"]
 EvalRule = Literal["newest", "best"]
@@ -60,6 +61,20 @@ def _best_first(ids: Sequence[str], scores: np.ndarray, rng: np.random.Generator
     tiebreak = rng.permutation(len(ids))
     order = np.lexsort((tiebreak, -scores))
     return [ids[i] for i in order]
+
+
+@dataclass(frozen=True)
+class NewestSelection:
+    """The newest prompt only (a fixed prompt, or a single lineage's current one); the slots
+    are all filled with it by `select_prompts`."""
+
+    name: str = "newest"
+
+    def select(
+        self, window: Sequence[str], ratings: Mapping[str, RatingLike], m: int, rng: np.random.Generator
+    ) -> list[str]:
+        newest, _ = _check(window, m)
+        return [newest]
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,7 @@ class SoftmaxSelection:
 
 
 _STRATEGIES: dict[str, Callable[..., SelectionStrategy]] = {
+    "newest": NewestSelection,
     "uniform": UniformSelection,
     "ucb": UCBSelection,
     "lucb": LUCBSelection,
@@ -171,12 +187,19 @@ def strategy_names() -> list[str]:
 
 
 def make_strategy(name: str, **options: float) -> SelectionStrategy:
-    """Build a strategy by name, e.g. `make_strategy("softmax", temperature=2.0)`."""
+    """Build a strategy by name, e.g. `make_strategy("softmax", temperature=2.0)`; an unknown
+    name or option is a `ValueError`."""
+    load_plugins()
     try:
         factory = _STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown selection strategy {name!r}; choose from {strategy_names()}") from None
-    return factory(**options)
+    if "name" in options:
+        raise ValueError(f"selection strategy {name!r}: 'name' is not an option")
+    try:
+        return factory(**options)
+    except TypeError as error:
+        raise ValueError(f"selection strategy {name!r}: {error}") from None
 
 
 def select_prompts(

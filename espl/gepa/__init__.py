@@ -6,7 +6,8 @@
 - `reflection`: GEPA's reflection model served by our `Reflector`.
 - `recorder`: candidates, windows, metrics and evaluations written to the run directory.
 - `settings`: GEPA's arguments, its budget in our units, the train/validation split.
-- `runner`: the `gepa` method end to end (`espl.methods.gepa`).
+
+The method itself, which wires these to a run, is `espl.methods.gepa`.
 
 Heavy imports (`gepa`, engines) happen only when a submodule is imported.
 """

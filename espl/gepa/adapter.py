@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import numpy as np
 from gepa.core.adapter import EvaluationBatch
 
 from agents.engine import Adapter
@@ -23,6 +22,7 @@ from agents.rollout import Episode, RolloutDriver
 from agents.trajectory import Trajectory
 from envs.base import Task
 from espl.gepa.feedback import EnvFeedback, FeedbackWriter, ReflectiveRecord
+from espl.run.phases import Phase, phase_seed
 
 COMPONENT = "system_prompt"
 """The one text component GEPA evolves."""
@@ -124,7 +124,7 @@ class RolloutAdapter:
 
     def _next_seed(self) -> int:
         self.calls += 1
-        return int(np.random.SeedSequence([self.seed, self.calls, 3]).generate_state(1)[0])
+        return phase_seed(self.seed, self.calls, Phase.GEPA_ROLLOUTS)
 
 
 def _output(trajectory: Trajectory) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agents.trajectory import Trajectory
-from espl.evolution.operators.evidence import SUCCESS_THRESHOLD, gold_of, prediction_of, question_of, transcript_of
+from espl.evolution.operators.evidence import gold_of, prediction_of, question_of, transcript_of
 from espl.evolution.operators.text import clean_for_prompt, one_line
 
 ReflectiveRecord = dict[str, Any]
@@ -51,7 +51,7 @@ class EnvFeedback:
     def feedback(self, trajectory: Trajectory) -> str:
         """The env's verdict on one rollout, in plain sentences."""
         info: Mapping[str, Any] = trajectory.info if isinstance(trajectory.info, Mapping) else {}
-        verdict = "correct" if trajectory.reward >= SUCCESS_THRESHOLD else "incorrect"
+        verdict = "correct" if trajectory.succeeded else "incorrect"
         lines = [f"Reward: {trajectory.reward:g} ({verdict})."]
         if trajectory.error is not None:
             lines.append(f"The episode failed before the env could judge it: {one_line(trajectory.error)}.")

@@ -1,4 +1,4 @@
-"""Writes a GEPA run in the run-directory format of the shared loop (`espl.run.run_dir`).
+"""Writes a GEPA run through the run's records (`espl.run.context.RunRecords`), like every method.
 
 The recorder is both the adapter's `RolloutLedger` (it grants rollouts under the budget and
 writes each one to `rollouts.jsonl`) and a GEPA callback (it turns each candidate GEPA
@@ -25,9 +25,8 @@ from agents.trajectory import Trajectory
 from espl.gepa.adapter import RolloutBudgetExhausted
 from espl.evolution.reflector import ReflectorUsage
 from espl.evolution.population import Population
-from espl.evolution.prompt_log import PromptLog
 from espl.evolution.system_prompt import PromptParseError, SystemPrompt, parse_principles, render_principles
-from espl.run.run_dir import METRICS, ROLLOUTS, RunDir
+from espl.run.context import RunRecords
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,8 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
 class RunRecorder:
     def __init__(
         self,
-        run_dir: RunDir,
-        state: Any,
+        records: RunRecords,
         population: Population,
-        prompt_log: PromptLog,
         seed_prompt: SystemPrompt,
         *,
         window: int,
@@ -77,14 +74,12 @@ class RunRecorder:
         eval_every: int,
         evaluate: EvaluateFn,
         reflection_usage: Callable[[], ReflectorUsage],
-        observer: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if window < 1:
             raise ValueError("a window holds at least one rollout")
-        self.run_dir = run_dir
-        self.state = state
+        self.records = records
+        self.state = records.state
         self.population = population
-        self.prompt_log = prompt_log
         self.seed_prompt = seed_prompt
         self.window_size = window
         self.windows = windows
@@ -92,7 +87,6 @@ class RunRecorder:
         self.eval_every = eval_every
         self.evaluate = evaluate
         self.reflection_usage = reflection_usage
-        self.observer = observer or (lambda record: None)
         self.ids: dict[int, str] = {}
         """GEPA candidate index -> prompt id."""
         self.val_scores: dict[int, float] = {}
@@ -102,7 +96,7 @@ class RunRecorder:
         self._parent: int | None = None
         self._window = _Window()
         self._usage_seen = reflection_usage().copy()
-        self._started = time.perf_counter() - state.wall_s
+        self._started = time.perf_counter() - self.state.wall_s
 
     # -- RolloutLedger ---------------------------------------------------------------------
     @property
@@ -116,9 +110,7 @@ class RunRecorder:
         return max(0, min(wanted, self.cap - self.spent, window_end - self.spent))
 
     def spend(self, trajectories: Sequence[Trajectory]) -> None:
-        iteration = self.state.iteration + 1
-        self.state.budget.add_rollouts(trajectories)
-        self.run_dir.append(ROLLOUTS, [{"iteration": iteration, "phase": "train", **t.to_record()} for t in trajectories])
+        self.records.record_rollouts(trajectories, self.state.iteration + 1, "train")
         w = self._window
         for t in trajectories:
             w.rollouts += 1
@@ -254,13 +246,9 @@ class RunRecorder:
             record["eval"] = self.evaluate(i, best)
         self.state.iteration = i
         self.state.wall_s = time.perf_counter() - self._started
-        record["budget"] = self.state.budget.to_dict()
-        record["wall_s"] = self.state.wall_s
         record["timings"] = {"rollout_s": w.rollout_s}
-        self.run_dir.append(METRICS, [record])
-        self.prompt_log.append_step(self.population, i)
+        self.records.record_iteration(record, self.population)
         self._window = _Window()
-        self.observer(record)
 
     def _index_of(self, prompt_id: str) -> int | None:
         return next((index for index, pid in self.ids.items() if pid == prompt_id), None)

@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from envs.base import Task
 from espl.config import RunConfig
+from espl.run.phases import split_rng
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def split_train_tasks(tasks: Sequence[Task], valset_size: int, seed: int) -> tup
     """(GEPA's training set, its validation set): a seeded shuffle of the env's train tasks."""
     if len(tasks) < 2:
         raise ValueError("GEPA needs at least two train tasks (one to validate on, one to reflect on)")
-    order = np.random.default_rng([seed, 4]).permutation(len(tasks))
+    order = split_rng(seed).permutation(len(tasks))
     valset_size = max(1, min(valset_size, len(tasks) - 1))
     val = [tasks[i] for i in order[:valset_size]]
     train = [tasks[i] for i in order[valset_size:]]

@@ -6,49 +6,17 @@ twice from the same runs gives byte-identical files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from espl.leaderboard.collect import RunRecord, find_run_dirs, load_runs
 from espl.leaderboard.columns import to_csv
 from espl.leaderboard.curves import mean_curve
-from espl.leaderboard.lineage import Lineage, best_evolved_lineage
-from espl.leaderboard.table import Leaderboard, build_leaderboard
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A figure written as `<stem>.png` and `<stem>.svg`."""
-
-    stem: Path
-    title: str
-
-
-@dataclass(frozen=True)
-class EnvSection:
-    env: str
-    accuracy: Figure | None
-    reward: Figure | None
-    lineage: Lineage | None
-    lineage_figure: Figure | None
-
-
-@dataclass(frozen=True)
-class Report:
-    board: Leaderboard
-    out: Path
-    """Path stem: the files are `<out>.md` etc. and the figures live in `<out>/`."""
-    sections: tuple[EnvSection, ...]
-
-    def relative(self, path: Path) -> str:
-        """A path as seen from the folder holding the report (for links and captions)."""
-        return Path(os.path.relpath(Path(path).resolve(), self.out.parent.resolve())).as_posix()
-
-    @property
-    def files(self) -> list[Path]:
-        return [self.out.with_suffix(s) for s in (".md", ".csv", ".html")]
+from espl.leaderboard.html import render_html
+from espl.leaderboard.lineage import best_evolved_lineage
+from espl.leaderboard.markdown import render_markdown
+from espl.leaderboard.report import EnvSection, Figure, Report
+from espl.leaderboard.table import build_leaderboard
 
 
 def build_report(runs: Sequence[RunRecord], out: Path, title: str) -> Report:
@@ -83,9 +51,6 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str) -> Report:
 
 
 def write_report(report: Report) -> list[Path]:
-    from espl.leaderboard.html import render_html
-    from espl.leaderboard.markdown import render_markdown
-
     report.out.parent.mkdir(parents=True, exist_ok=True)
     contents = {".md": render_markdown(report), ".csv": to_csv(report.board), ".html": render_html(report)}
     written = []

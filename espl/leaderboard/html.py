@@ -8,7 +8,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from espl.leaderboard.build import EnvSection, Report
+from espl.leaderboard.report import EnvSection, Report
 from espl.leaderboard.columns import display_columns
 from espl.leaderboard.markdown import LEGEND, intro
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from espl.leaderboard.build import EnvSection, Report
+from espl.leaderboard.report import EnvSection, Report
 from espl.leaderboard.columns import display_columns
 from espl.leaderboard.table import Leaderboard
 

@@ -1,8 +1,12 @@
 """Trainer checkpoints: adapters, optimizer, EMA anchor, RNG states and the step counter.
 
-A checkpoint is a folder written atomically (`espl.files.atomic`), so a run killed mid-save leaves
-the previous checkpoint intact. Loading restores every RNG, so the
-next step after a resume computes the same loss as the uninterrupted run.
+A checkpoint is a folder written atomically (`espl.files.atomic`), so a run killed mid-save
+leaves the previous checkpoint intact. Loading restores every RNG, so the next step after a
+resume computes the same loss as the uninterrupted run.
+
+A run directory is data: the state file is read with `torch.load(weights_only=True)`, which
+builds tensors and plain containers only and refuses anything that would run code. Every
+RNG state is stored in those terms (numpy's as a tensor and numbers).
 """
 
 from __future__ import annotations
@@ -20,19 +24,37 @@ from espl.rl.lora import ANCHOR, POLICY, adapter_tensors
 STATE_FILE = "trainer.pt"
 
 
+class CheckpointError(RuntimeError):
+    """A trainer checkpoint that cannot be loaded (truncated, foreign, or not a checkpoint)."""
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG the trainer touches, as tensors and plain values (loadable with weights_only)."""
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_as_tuples(state["python"]))
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((numpy["key"], keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """`random.setstate` wants tuples where a round trip may give lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def save_checkpoint(trainer: Any, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -57,8 +79,23 @@ def save_checkpoint(trainer: Any, directory: str | Path, extra: dict[str, Any] |
 
 
 def load_checkpoint(trainer: Any, directory: str | Path) -> dict[str, Any]:
-    """Restore a trainer saved by `save_checkpoint`; returns the `extra` dict saved with it."""
-    state = torch.load(readable_directory(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+    """Restore a trainer saved by `save_checkpoint`; returns the `extra` dict saved with it.
+
+    Raises `CheckpointError` (one line) for a file that is missing, truncated, not a trainer
+    checkpoint, or holds anything but tensors and plain values."""
+    path = readable_directory(directory) / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        _restore(trainer, state)
+    except Exception as error:  # torch raises many kinds for a damaged or foreign file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"{path}: cannot load the trainer checkpoint ({type(error).__name__}: {first_line})") from None
+    return state.get("extra", {})
+
+
+def _restore(trainer: Any, state: Any) -> None:
+    if not isinstance(state, dict) or not {"adapters", "optimizer", "step", "rng"} <= set(state):
+        raise ValueError("not a trainer checkpoint (adapters, optimizer, step, rng expected)")
     with torch.no_grad():
         for adapter, tensors in state["adapters"].items():
             target = adapter_tensors(trainer.model, adapter)
@@ -70,7 +107,6 @@ def load_checkpoint(trainer: Any, directory: str | Path) -> dict[str, Any]:
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.step_count = int(state["step"])
     set_rng_state(state["rng"])
-    return state.get("extra", {})
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

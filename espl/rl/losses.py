@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from espl.rl.advantages import ADVANTAGE_MODES
+from espl.plugins import load_plugins
 from espl.rl.aggregation import aggregate_tokens, check_aggregation, masked_values, token_mean
 
 MAX_LOG_RATIO = 20.0
@@ -192,6 +193,7 @@ def available_losses() -> tuple[str, ...]:
 
 def make_loss(name: str, **options: object) -> PolicyLossBase:
     """Build the loss called `name`; `options` override its fields (e.g. `clip_high=0.2`)."""
+    load_plugins()
     try:
         cls = LOSS_REGISTRY[name]
     except KeyError:

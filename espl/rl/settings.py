@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -21,10 +21,10 @@ class LoraSettings:
 class KLSettings:
     """The KL anchor: none, a frozen reference (K3), or EMA-PG's EMA anchor (top-k KL)."""
 
-    kind: str = "none"  # none | k3 | topk
+    kind: Literal["none", "k3", "topk"] = "none"
     coef: float = 0.001
     topk: int = 32
-    form: str = "corrected"  # corrected | paper
+    form: Literal["corrected", "paper"] = "corrected"
     ema_eta: float = 0.9
     ema_period: int = 10
 

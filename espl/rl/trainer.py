@@ -31,7 +31,10 @@ from espl.rl.settings import TrainerConfig
 
 
 class LoRATrainer:
-    def __init__(self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0, seed: int = 0):
+    def __init__(
+        self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0, seed: int = 0,
+        publish_dir: str | None = None,
+    ):
         self.config = config or TrainerConfig()
         kl = self.config.kl
         if kl.kind not in ("none", "k3", "topk"):
@@ -50,6 +53,8 @@ class LoRATrainer:
             weight_decay=self.config.weight_decay,
         )
         self.step_count = 0
+        self.publish_dir = publish_dir
+        """Where `published_adapter` writes (engines that load adapters from disk read it there)."""
 
     # -- one update ----------------------------------------------------------------------
     def step(self, trajectories: Sequence[Trajectory], group_keys: Sequence[Hashable]) -> dict[str, float]:
@@ -126,8 +131,14 @@ class LoRATrainer:
         return publish_adapter(self.model, directory, self.step_count)
 
     def adapter(self) -> Adapter:
-        """The in-process adapter reference for the `hf` engine."""
+        """A reference to the live adapter in this trainer's model (engines sampling from it)."""
         return Adapter(name=POLICY, version=self.step_count)
+
+    def published_adapter(self) -> Adapter:
+        """`publish` to `publish_dir` (the `AdapterSource` hand-off to engines that load from disk)."""
+        if self.publish_dir is None:
+            raise ValueError("this trainer has no publish_dir: give one to hand adapters to a disk-loading engine")
+        return self.publish(self.publish_dir)
 
 
 class _adapter:

@@ -1,128 +1,149 @@
-"""Build a run's parts from its config: policy engine, trainer, env factories, reflector.
+"""Build a run's parts from its plan: policy engine, trainer, drivers, reflector, evolver.
 
-The one place that knows how the parts fit: the `hf` engine samples from the very model the
-trainer updates (LoRA attached first, then the engine wraps the peft model); a disk-loading
-engine (`vllm`) gets adapters published by the trainer, which then trains its own copy.
+The one place that knows engine names and how the parts fit: with `hf` the engine samples
+from the very model the trainer updates (LoRA attached first, then the engine wraps the peft
+model); a disk-loading engine (`vllm`) gets each update as a published adapter. How an engine
+takes an update is its own business (`Engine.adapter_from`), so nothing after this module
+asks which engine it has. Every part is built from the `RunPlan` (`espl.run.plan`), which
+checks the config before any model loads.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from agents.engine import Adapter, Engine, SamplingParams
+from agents.rollout import RolloutDriver
 from envs import registry
 from envs.base import TextEnv
-from espl.config import ReflectorConfig, RunConfig
+from espl.evolution.evolver import Evolver, ScheduledOperator
+from espl.evolution.operators import make_operator
+from espl.evolution.population import Population
+from espl.evolution.selection import SelectionStrategy, make_strategy
+from espl.files.atomic import readable_directory
+from espl.run.context import TRAINER_CHECKPOINT, Observer, Policy, Run
+from espl.run.plan import RunPlan, operator_specs, plan_run
+from espl.run.resume import RunDirError, open_run
+from espl.run.run_dir import CHECKPOINT, RunDir
+
+if TYPE_CHECKING:
+    from espl.config import RunConfig
+    from espl.methods.protocol import Method
+
+__all__ = ["RunDirError", "build_evolver", "build_policy", "build_reflector", "build_run", "build_selection"]
+
+ADAPTER_DIR = "adapters"
 
 
-@dataclass
-class Policy:
-    """The policy engine plus, when the method trains, the trainer and the adapter to sample with."""
-
-    engine: Engine
-    trainer: Any = None
-    adapter: Adapter | None = None
-    adapter_dir: str | None = None
-
-    def after_update(self) -> None:
-        """Point sampling at the weights the trainer just produced."""
-        if self.trainer is None:
-            return
-        if self.engine.name == "hf":
-            self.adapter = self.trainer.adapter()
-        else:
-            assert self.adapter_dir is not None
-            self.adapter = self.trainer.publish(self.adapter_dir)
+def build_run(config: RunConfig, run_dir: RunDir, method: Method, *, observer: Observer | None = None) -> Run:
+    """Check the config, open `run_dir` (fresh or resumed), and build what `method` needs."""
+    plan = plan_run(config)
+    state, resumed = open_run(run_dir)
+    policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)))
+    if resumed and policy.trainer is not None:
+        _restore_trainer(policy, run_dir)
+    tokenizer = policy.engine.tokenizer
+    run = Run(
+        config, run_dir, policy,
+        RolloutDriver(policy.engine, env_factory(plan, plan.splits[0], tokenizer), plan.train_rollout),
+        RolloutDriver(policy.engine, env_factory(plan, plan.splits[1], tokenizer), plan.eval_rollout),
+        state=state, resumed=resumed, observer=observer,
+    )
+    run.plan = plan
+    return run
 
 
-def build_policy(config: RunConfig, *, train: bool, adapter_dir: str) -> Policy:
-    from agents import models
+def _restore_trainer(policy: Policy, run_dir: RunDir) -> None:
+    from espl.rl.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        load_checkpoint(policy.trainer, readable_directory(run_dir.file(CHECKPOINT)) / TRAINER_CHECKPOINT)
+    except CheckpointError as error:
+        raise RunDirError(str(error)) from None
+    policy.after_update()
+
+
+# -- the policy --------------------------------------------------------------------------------
+
+
+def build_policy(plan: RunPlan, *, adapter_dir: str) -> Policy:
     from agents.engines import make_engine
 
-    policy = config.policy
-    if not train:
-        kwargs = _engine_kwargs(config)
-        return Policy(make_engine(policy.engine, model=policy.model, **kwargs))
+    spec = plan.engine
+    if plan.trainer is None:
+        return Policy(make_engine(spec.name, model=spec.model, **_device_kwargs(spec.name), **spec.kwargs))
+    from agents import models
     from espl.rl.trainer import LoRATrainer
 
-    trainer_config = replace(config.rl, temperature=policy.temperature)
-    tokenizer = models.load_tokenizer(policy.model)
-    device = "cuda" if _cuda() else "cpu"
-    model = models.load_model(policy.model, dtype="float32", device=device)
-    trainer = LoRATrainer(model, trainer_config, pad_id=tokenizer.pad_token_id or 0, seed=config.seed)
-    if policy.engine == "hf":
+    tokenizer = models.load_tokenizer(spec.model)
+    model = models.load_model(spec.model, dtype=plan.model_dtype, device=_device())
+    trainer = LoRATrainer(model, plan.trainer, pad_id=tokenizer.pad_token_id or 0, seed=plan.seed, publish_dir=adapter_dir)
+    if spec.name == "hf":
         from agents.engines.hf import HFEngine
 
-        engine = HFEngine(trainer.model, tokenizer=tokenizer)
-        return Policy(engine, trainer, trainer.adapter())
-    if policy.engine == "openai":
-        raise ValueError("the openai engine cannot train: use hf or vllm for a method that trains")
-    engine = make_engine(policy.engine, model=policy.model, **_engine_kwargs(config))
-    result = Policy(engine, trainer, None, adapter_dir)
-    result.adapter = trainer.publish(adapter_dir)
-    return result
+        engine = HFEngine(trainer.model, tokenizer=tokenizer)  # samples from the weights it trains
+    else:
+        engine = make_engine(spec.name, model=spec.model, **spec.kwargs)
+    built = Policy(engine, trainer)
+    built.after_update()
+    return built
 
 
-def _engine_kwargs(config: RunConfig) -> dict[str, Any]:
-    policy = config.policy
-    if policy.engine == "openai":
-        return {"base_urls": policy.base_urls}
-    if policy.engine == "vllm":
-        return {"dtype": "bfloat16" if policy.dtype == "float32" else policy.dtype, "seed": config.seed}
-    return {"dtype": policy.dtype, "device": "cuda" if _cuda() else "cpu"}
+def _device_kwargs(engine: str) -> dict[str, Any]:
+    return {"device": _device()} if engine == "hf" else {}
 
 
-def _cuda() -> bool:
+def _device() -> str:
     import torch
 
-    return torch.cuda.is_available()
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def env_factory(config: RunConfig, split: str, tokenizer: Any = None) -> Callable[[], TextEnv]:
-    """A zero-argument builder of the run's env on `split`.
+def env_factory(plan: RunPlan, split: str, tokenizer: Any = None) -> Callable[[], TextEnv]:
+    """A zero-argument builder of the run's env on `split`; an env that declares a `tokenizer`
+    argument gets the policy's (token budgets of search observations)."""
+    from espl.run.plan import env_parameters
 
-    Context the env declares in its constructor is passed along: the policy's `tokenizer`
-    (token budgets of search observations) and the `retriever_url`.
-    """
-    env_id = registry.resolve(config.env.name)
-    accepted = _constructor_parameters(env_id)
-    kwargs = dict(config.env.kwargs)
-    if "tokenizer" in accepted and tokenizer is not None:
+    kwargs = dict(plan.env_kwargs)
+    if "tokenizer" in env_parameters(plan.env_id) and tokenizer is not None:
         kwargs.setdefault("tokenizer", tokenizer)
-    if "retriever_url" in accepted and config.env.retriever_url:
-        kwargs.setdefault("retriever_url", config.env.retriever_url)
-    return lambda: registry.make(env_id, split=split, **kwargs)
+    return lambda: registry.make(plan.env_id, split=split, **kwargs)
 
 
-def _constructor_parameters(env_id: str) -> set[str]:
-    import gymnasium as gym
-
-    entry_point = gym.spec(env_id).entry_point
-    if isinstance(entry_point, str):
-        module, _, attribute = entry_point.partition(":")
-        entry_point = getattr(__import__(module, fromlist=[attribute]), attribute)
-    return set(inspect.signature(entry_point).parameters)
+# -- evolution -------------------------------------------------------------------------------------
 
 
-def build_reflector(config: ReflectorConfig, policy: Policy, seed: int) -> Any:
-    """The reflector: by default the policy's engine with the adapter off (the frozen base)."""
-    from espl.evolution.operators import Reflector
+def build_reflector(run: Run) -> Any:
+    """The run's reflector (built once): by default the policy's engine with the adapter off
+    (the frozen base model), or its own engine."""
+    if run.reflector is None:
+        run.reflector = reflector_for(run.plan, run.policy)
+    return run.reflector
 
-    sampling = SamplingParams(
-        temperature=config.temperature, top_p=0.95, max_tokens=config.max_tokens, seed=seed, logprobs=False
-    )
-    if config.engine == "policy":
-        return Reflector(policy.engine, sampling, adapter=None)
+
+def reflector_for(plan: RunPlan, policy: Policy) -> Any:
+    from espl.evolution.reflector import Reflector
+
+    if plan.reflector is None:
+        return Reflector(policy.engine, plan.reflector_sampling, adapter=None)
     from agents.engines import make_engine
 
-    kwargs: dict[str, Any] = {"base_urls": config.base_urls} if config.engine == "openai" else {}
-    engine = make_engine(config.engine, model=config.model or None, **kwargs)
-    return Reflector(engine, sampling, adapter=None)
+    spec = plan.reflector
+    engine = make_engine(spec.name, model=spec.model or None, **spec.kwargs)
+    return Reflector(engine, plan.reflector_sampling, adapter=None)
 
 
-def reflector_is_separate(config: ReflectorConfig) -> bool:
-    """Whether reflection can run concurrently with the update (it does not share the model)."""
-    return config.engine != "policy"
+def build_selection(plan: RunPlan) -> SelectionStrategy:
+    name, options = plan.selection
+    return make_strategy(name, **options)
+
+
+def build_evolver(run: Run, population: Population, *, rated: bool, operators: Sequence[str] | None = None) -> Evolver:
+    """The run's evolver over `population` (its operators: the config's unless named here)."""
+    plan = run.plan
+    specs = plan.operators if operators is None else operator_specs(run.config, operators)
+    scheduled = [ScheduledOperator(make_operator(s.name, **s.options), s.probability) for s in specs]
+    return Evolver(
+        population, build_reflector(run), scheduled, ratings=run.ratings if rated else None,
+        concurrent=plan.reflector is not None,  # a reflector of its own may overlap the update
+    )

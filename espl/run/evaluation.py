@@ -10,7 +10,7 @@ from agents.engine import Adapter
 from agents.rollout import Episode, RolloutDriver
 from agents.trajectory import Trajectory
 from envs.base import Task
-from espl.metrics import summarize
+from espl.run.metrics import summarize
 
 
 @dataclass

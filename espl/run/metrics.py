@@ -21,11 +21,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def success(trajectory: Trajectory, threshold: float = 1.0) -> bool:
-    """A sample counts as correct when its total reward reaches `threshold` (binary rewards: 1)."""
-    return trajectory.error is None and trajectory.reward >= threshold
-
-
 def summarize(trajectories: Iterable[Trajectory], ks: Sequence[int] = (1,)) -> dict[str, Any]:
     """Accuracy (mean over all samples), pass@k (mean over tasks), token and error counts."""
     by_task: dict[str, list[Trajectory]] = defaultdict(list)
@@ -37,7 +32,7 @@ def summarize(trajectories: Iterable[Trajectory], ks: Sequence[int] = (1,)) -> d
     result: dict[str, Any] = {
         "n_tasks": len(by_task),
         "n_samples": len(samples),
-        "accuracy": sum(success(t) for t in samples) / len(samples),
+        "accuracy": sum(t.succeeded for t in samples) / len(samples),
         "mean_reward": sum(t.reward for t in samples) / len(samples),
         "generated_tokens": sum(t.n_sampled for t in samples),
         "errors": sum(t.error is not None for t in samples),
@@ -47,6 +42,6 @@ def summarize(trajectories: Iterable[Trajectory], ks: Sequence[int] = (1,)) -> d
     for k in ks:
         if k <= n_min:
             result[f"pass@{k}"] = sum(
-                pass_at_k(len(g), sum(success(t) for t in g), k) for g in by_task.values()
+                pass_at_k(len(g), sum(t.succeeded for t in g), k) for g in by_task.values()
             ) / len(by_task)
     return result

@@ -1,9 +1,8 @@
-"""Run one configured method end to end: build the loop, run it, write the summary."""
+"""Run one configured method end to end: build its run, let it spend the budget, write the summary."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import import_module
 from typing import Any
 
 from espl.config import RunConfig
@@ -19,20 +18,23 @@ def run_training(
     status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) in `run_dir` and return the summary written to `summary.json`."""
-    from espl.run.loop import TrainingLoop
     from espl.methods import get_method
+    from espl.run.builder import build_run
 
-    own_runner = get_method(config.method).runner
-    if own_runner is not None:
-        module, _, function = own_runner.partition(":")
-        return getattr(import_module(module), function)(config, run_dir, observer=observer, status=status)
-
-    if status is not None:
-        status("loading the model and the environment")
-    loop = TrainingLoop(config, run_dir, observer=observer)
-    if status is not None:
-        status("running")
-    state = loop.run()
-    summary = build_summary(config, state, loop.population, loop.eval_prompt_id())
+    say = status or (lambda text: None)
+    method = get_method(config.method)
+    say("loading the model and the environment")
+    run = build_run(config, run_dir, method, observer=observer)
+    say("running")
+    try:
+        result = method.run(run)
+    finally:
+        run.close()
+    summary = build_summary(config, run.state, result.population, result.eval_prompt.id)
+    for key, value in result.summary.items():
+        if isinstance(value, dict) and isinstance(summary.get(key), dict):
+            summary[key].update(value)
+        else:
+            summary[key] = value
     write_summary(run_dir, summary)
     return summary

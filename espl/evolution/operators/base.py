@@ -1,29 +1,34 @@
-"""What an operator returns, and how a child prompt is built from an edited principle list.
+"""The operator protocol: what a variation operator sees, what it proposes, how a child is built.
 
-An operator either produces a child or says why not; it never raises for anything the
-reflector wrote. The child carries its lineage (parents, operator, creation step) and, when a
-`RatingSystem` is given and every parent is rated, its starting TrueSkill rating (the E-SPL
-child rules: a mutation child keeps its parent's mean with widened variance, a crossover
-child takes the precision-weighted mean of its parents). The caller then only has to
-`population.add(result.child)`.
+An operator looks at one iteration (the prompts that ran, their scores, every trajectory)
+through an `OperatorContext` and proposes at most one child prompt. It never raises for
+anything the reflector wrote: a `Proposal` carries either the child or the reason there is
+none, plus the reflection budget spent either way. Each operator also owns the rule for its
+child's starting TrueSkill rating (`child_rating`), so adding an operator is one file and a
+registration (`espl.evolution.operators.register_operator`), with no switch elsewhere.
+
+The child carries its lineage (parents, operator name, creation step); the `Evolver` adds it
+to the population.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from espl.evolution.reflector import ReflectorUsage
-from espl.evolution.system_prompt import CROSSOVER_OPERATOR, MUTATION_OPERATOR, PromptLimits, RatingPoint, SystemPrompt
-from espl.evolution.rating import RatingSystem
+from agents.trajectory import Trajectory
+from espl.evolution.rating import RatingLike, RatingSystem
+from espl.evolution.reflector import ReflectorLike, ReflectorUsage
+from espl.evolution.scores import best_of
+from espl.evolution.system_prompt import PromptLimits, RatingPoint, SystemPrompt
 
 IdSource = str | Callable[[], str]
 """A fixed id for the child, or a function that makes one (e.g. `population.new_id`)."""
 
 
 @dataclass
-class OperatorResult:
+class Proposal:
     """A child prompt, or None and the reason; plus the reflection budget spent either way."""
 
     child: SystemPrompt | None
@@ -48,6 +53,44 @@ class OperatorResult:
         }
 
 
+@dataclass(frozen=True)
+class OperatorContext:
+    """One iteration as an operator sees it."""
+
+    step: int
+    prompts: Sequence[SystemPrompt]
+    """The iteration's distinct prompts, in slot order."""
+    scores: Mapping[str, float]
+    """Each prompt's score (`espl.evolution.scores.prompt_scores`)."""
+    trajectories: Sequence[Trajectory]
+    reflector: ReflectorLike
+    new_id: IdSource
+    ratings: RatingSystem | None = None
+    """The population's rating system; None when the population is not rated."""
+
+    @property
+    def best(self) -> SystemPrompt:
+        """The iteration's best prompt by score (the earliest slot on a tie)."""
+        ids = [p.id for p in self.prompts]
+        return self.prompts[ids.index(best_of(ids, dict(self.scores)))]
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """Proposes a child prompt from one iteration's evidence."""
+
+    name: str
+
+    def propose(self, context: OperatorContext) -> Proposal | None:
+        """A proposal, or None when the operator does not apply to this iteration (nothing is
+        recorded then, e.g. crossover with a single distinct prompt)."""
+        ...
+
+    def child_rating(self, parents: Sequence[SystemPrompt], ratings: RatingSystem) -> RatingLike | None:
+        """The child's starting rating from its (rated) parents; None leaves it unrated."""
+        ...
+
+
 def build_child(
     principles: Sequence[str],
     *,
@@ -56,7 +99,7 @@ def build_child(
     step: int,
     new_id: IdSource,
     limits: PromptLimits,
-    ratings: RatingSystem | None = None,
+    rating: RatingLike | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> tuple[SystemPrompt | None, str | None]:
     """The child prompt (header of the first parent), or None and why it cannot exist."""
@@ -75,22 +118,8 @@ def build_child(
         header=parents[0].header,
         metadata=dict(metadata or {}),
     )
-    rating = _child_rating(parents, operator, ratings)
     if rating is not None:
-        child.rating_history.append(RatingPoint(step=step, mu=rating[0], sigma=rating[1], event=operator))
+        child.rating_history.append(
+            RatingPoint(step=step, mu=float(rating.mu), sigma=float(rating.sigma), event=operator)
+        )
     return child, None
-
-
-def _child_rating(
-    parents: Sequence[SystemPrompt], operator: str, ratings: RatingSystem | None
-) -> tuple[float, float] | None:
-    if ratings is None or any(p.rating is None for p in parents):
-        return None
-    if operator == MUTATION_OPERATOR:
-        rating = ratings.mutation_child(parents[0].rating)  # type: ignore[arg-type]
-    elif operator == CROSSOVER_OPERATOR:
-        unique = list({p.id: p for p in parents}.values())
-        rating = ratings.crossover_child([p.rating for p in unique])  # type: ignore[misc]
-    else:
-        return None
-    return float(rating.mu), float(rating.sigma)

@@ -22,11 +22,12 @@ from espl.evolution.operators import templates
 from espl.evolution.operators.apply import apply_edits
 from espl.evolution.operators.edits import ADD, MODIFY, REMOVE, EditRules, parse_edits, records
 from espl.evolution.reflector import ReflectorLike, ask_safely
-from espl.evolution.operators.base import IdSource, OperatorResult, build_child
-from espl.evolution.operators.evidence import group_by_problem, gold_of, mean_rewards, strict_winners
+from espl.evolution.operators.base import IdSource, OperatorContext, Proposal, build_child
+from espl.evolution.operators.evidence import group_by_problem, gold_of, strict_winners
 from espl.evolution.operators.text import clean_for_prompt
 from espl.evolution.system_prompt import CROSSOVER_OPERATOR, MAX_PRINCIPLE_WORDS, PromptLimits, SystemPrompt
-from espl.evolution.rating import RatingSystem
+from espl.evolution.rating import RatingLike, RatingSystem
+from espl.evolution.scores import prompt_scores
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,19 @@ def crossover(
     scores: Mapping[str, float] | None = None,
     config: CrossoverConfig | None = None,
     ratings: RatingSystem | None = None,
-) -> OperatorResult:
+) -> Proposal:
     """A crossover child of the best prompt (see the module doc). `scores` default: mean reward."""
     config = config or CrossoverConfig()
     before = reflector.usage.copy()
     notes: list[str] = []
     trace: dict[str, Any] = {}
 
-    def finish(child: SystemPrompt | None, reason: str | None) -> OperatorResult:
-        return OperatorResult(child, reason, reflector.usage - before, notes, trace)
+    def finish(child: SystemPrompt | None, reason: str | None) -> Proposal:
+        return Proposal(child, reason, reflector.usage - before, notes, trace)
 
     unique = list({p.id: p for p in prompts}.values())
     ids = [p.id for p in unique]
-    scores = dict(scores) if scores is not None else mean_rewards(rollouts)
+    scores = dict(scores) if scores is not None else prompt_scores(rollouts)
     best = best_prompt(unique, scores)
     if best is None:
         return finish(None, "no prompt has a score")
@@ -117,10 +118,38 @@ def crossover(
         step=step,
         new_id=new_id,
         limits=config.limits,
-        ratings=ratings,
+        rating=crossover_child_rating([best, *others], ratings),
         metadata=metadata,
     )
     return finish(child, reason)
+
+
+def crossover_child_rating(parents: Sequence[SystemPrompt], ratings: RatingSystem | None) -> RatingLike | None:
+    """E-SPL's rule: the precision-weighted mean of the distinct parents' means."""
+    unique = list({p.id: p for p in parents}.values())
+    if ratings is None or any(p.rating is None for p in unique):
+        return None
+    return ratings.crossover_child([p.rating for p in unique])  # type: ignore[misc]
+
+
+class Crossover:
+    """Crossover as an `Operator`: the best prompt borrows from the prompts that won problems."""
+
+    name = CROSSOVER_OPERATOR
+
+    def __init__(self, config: CrossoverConfig | None = None) -> None:
+        self.config = config or CrossoverConfig()
+
+    def propose(self, context: OperatorContext) -> Proposal | None:
+        if len(context.prompts) < 2:
+            return None  # nothing to cross with
+        return crossover(
+            context.prompts, context.trajectories, context.reflector, step=context.step, new_id=context.new_id,
+            scores=context.scores, config=self.config, ratings=context.ratings,
+        )
+
+    def child_rating(self, parents: Sequence[SystemPrompt], ratings: RatingSystem) -> RatingLike | None:
+        return crossover_child_rating(parents, ratings)
 
 
 def _crossover_text(

@@ -1,12 +1,12 @@
 """Views of an iteration's trajectories that the operators reflect on.
 
 Rollouts are grouped by problem (`task_id`), per prompt. A rollout that ended in an engine
-error says nothing about the prompt, so it is left out. A problem is *mixed* under a prompt
-when some of its samples succeeded and some failed; success is a reward at or above a
-threshold (the envs' rewards are binary, so any threshold in (0, 1] reads the same).
+error has no transcript to learn from, so it is left out of the evidence (it still counts in
+the scores, `espl.evolution.scores`). A problem is *mixed* under a prompt when some of its
+samples succeeded and some failed (`Trajectory.succeeded`).
 
-For crossover, a prompt *strictly wins* a problem when its mean reward there is higher than
-every other prompt's; equal best means have no winner.
+For crossover, a prompt *strictly wins* a problem when its score there is higher than every
+other prompt's; equal best scores have no winner.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.trajectory import Trajectory
+from espl.evolution.scores import problem_scores
 
-SUCCESS_THRESHOLD = 0.5
 _TIE_SLACK = 1e-9
 """Float error allowance: 2/3 and 4/6 are the same mean."""
 _GOLD_KEYS = ("gold", "golds", "answers", "answer", "gold_answer", "gold_answers", "target")
@@ -34,17 +34,17 @@ class ProblemRollouts:
     def mean_reward(self) -> float:
         return sum(t.reward for t in self.rollouts) / len(self.rollouts) if self.rollouts else 0.0
 
-    def successes(self, threshold: float = SUCCESS_THRESHOLD) -> list[Trajectory]:
-        return [t for t in self.rollouts if t.reward >= threshold]
+    def successes(self) -> list[Trajectory]:
+        return [t for t in self.rollouts if t.succeeded]
 
-    def failures(self, threshold: float = SUCCESS_THRESHOLD) -> list[Trajectory]:
-        return [t for t in self.rollouts if t.reward < threshold]
+    def failures(self) -> list[Trajectory]:
+        return [t for t in self.rollouts if not t.succeeded]
 
-    def is_mixed(self, threshold: float = SUCCESS_THRESHOLD) -> bool:
-        return bool(self.successes(threshold)) and bool(self.failures(threshold))
+    def is_mixed(self) -> bool:
+        return bool(self.successes()) and bool(self.failures())
 
-    def all_failed(self, threshold: float = SUCCESS_THRESHOLD) -> bool:
-        return bool(self.rollouts) and not self.successes(threshold)
+    def all_failed(self) -> bool:
+        return bool(self.rollouts) and not self.successes()
 
     @property
     def question(self) -> str:
@@ -124,28 +124,10 @@ def prediction_of(trajectory: Trajectory) -> str | None:
     return None
 
 
-def mean_rewards(trajectories: Iterable[Trajectory]) -> dict[str, float]:
-    """Mean reward of each prompt id over its usable rollouts (the iteration's score)."""
-    totals: dict[str, list[float]] = {}
-    for trajectory in usable(trajectories):
-        if trajectory.prompt_id is not None:
-            totals.setdefault(trajectory.prompt_id, []).append(float(trajectory.reward))
-    return {prompt_id: sum(r) / len(r) for prompt_id, r in totals.items()}
-
-
 def strict_winners(trajectories: Iterable[Trajectory], prompt_ids: Sequence[str] | None = None) -> dict[str, str]:
-    """task id -> the prompt whose mean reward on it is strictly the highest (ties: no entry)."""
-    per_task: dict[str, dict[str, list[float]]] = {}
-    allowed = set(prompt_ids) if prompt_ids is not None else None
-    for trajectory in usable(trajectories):
-        if trajectory.prompt_id is None or (allowed is not None and trajectory.prompt_id not in allowed):
-            continue
-        per_task.setdefault(str(trajectory.task_id), {}).setdefault(trajectory.prompt_id, []).append(
-            float(trajectory.reward)
-        )
+    """task id -> the prompt whose score on it is strictly the highest (ties: no entry)."""
     winners: dict[str, str] = {}
-    for task_id, by_prompt in per_task.items():
-        means = {prompt_id: sum(r) / len(r) for prompt_id, r in by_prompt.items()}
+    for task_id, means in problem_scores(trajectories, prompt_ids).items():
         if len(means) < 2:
             continue  # nobody to beat
         best = max(means.values())

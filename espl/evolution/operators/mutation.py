@@ -21,7 +21,7 @@ mixed problem reflect on a few failed rollouts of the all-failed problems instea
 by default to keep the published method as the default.
 
 Anything unusable the reflector writes (an unreadable plan, edits that all fail validation,
-an unchanged list) gives `OperatorResult(child=None, reason=...)`, never an exception.
+an unchanged list) gives `Proposal(child=None, reason=...)`, never an exception.
 """
 
 from __future__ import annotations
@@ -35,18 +35,17 @@ from espl.evolution.operators import templates
 from espl.evolution.operators.apply import apply_edits
 from espl.evolution.operators.edits import ADD, MERGE, MODIFY, Edit, EditRules, parse_edits, records
 from espl.evolution.reflector import ReflectorLike, ask_safely
-from espl.evolution.operators.base import IdSource, OperatorResult, build_child
-from espl.evolution.operators.evidence import SUCCESS_THRESHOLD, ProblemRollouts, group_by_problem, prediction_of, transcript_of
+from espl.evolution.operators.base import IdSource, OperatorContext, Proposal, build_child
+from espl.evolution.operators.evidence import ProblemRollouts, group_by_problem, prediction_of, transcript_of
 from espl.evolution.operators.text import clean_for_prompt
 from espl.evolution.system_prompt import MAX_PRINCIPLE_WORDS, MUTATION_OPERATOR, PromptLimits, SystemPrompt
-from espl.evolution.rating import RatingSystem
+from espl.evolution.rating import RatingLike, RatingSystem
 
 MIXED, FAILURES = "mixed", "failures"
 
 
 @dataclass(frozen=True)
 class MutationConfig:
-    success_threshold: float = SUCCESS_THRESHOLD
     reflect_on_failures: bool = False
     max_problems: int | None = None
     """Cap on problems reflected on (None: every mixed problem; B=10 in the paper)."""
@@ -88,15 +87,15 @@ def mutate(
     new_id: IdSource,
     config: MutationConfig | None = None,
     ratings: RatingSystem | None = None,
-) -> OperatorResult:
+) -> Proposal:
     """A mutated child of `parent` from its rollouts (those with its id, or with no prompt id)."""
     config = config or MutationConfig()
     before = reflector.usage.copy()
     notes: list[str] = []
     trace: dict[str, Any] = {"parent": parent.id}
 
-    def finish(child: SystemPrompt | None, reason: str | None) -> OperatorResult:
-        return OperatorResult(child, reason, reflector.usage - before, notes, trace)
+    def finish(child: SystemPrompt | None, reason: str | None) -> Proposal:
+        return Proposal(child, reason, reflector.usage - before, notes, trace)
 
     own = [t for t in rollouts if t.prompt_id in (parent.id, None)]
     problems, mode, reason = _choose_problems(group_by_problem(own), config)
@@ -133,24 +132,48 @@ def mutate(
         step=step,
         new_id=new_id,
         limits=config.limits,
-        ratings=ratings,
+        rating=mutation_child_rating(parent, ratings),
         metadata=metadata,
     )
     return finish(child, reason)
+
+
+def mutation_child_rating(parent: SystemPrompt, ratings: RatingSystem | None) -> RatingLike | None:
+    """E-SPL's rule: the parent's mean, its variance widened (None if unrated or no system)."""
+    if ratings is None or parent.rating is None:
+        return None
+    return ratings.mutation_child(parent.rating)
+
+
+class Mutation:
+    """Mutation as an `Operator`: the iteration's best prompt, rewritten from its own rollouts."""
+
+    name = MUTATION_OPERATOR
+
+    def __init__(self, config: MutationConfig | None = None) -> None:
+        self.config = config or MutationConfig()
+
+    def propose(self, context: OperatorContext) -> Proposal:
+        return mutate(
+            context.best, context.trajectories, context.reflector, step=context.step, new_id=context.new_id,
+            config=self.config, ratings=context.ratings,
+        )
+
+    def child_rating(self, parents: Sequence[SystemPrompt], ratings: RatingSystem) -> RatingLike | None:
+        return mutation_child_rating(parents[0], ratings)
 
 
 # -- problem choice ----------------------------------------------------------------------------
 
 
 def _choose_problems(groups: list[ProblemRollouts], config: MutationConfig) -> tuple[list[_Problem], str, str]:
-    threshold = config.success_threshold
-    mixed = [g for g in groups if g.is_mixed(threshold)]
+    mixed = [g for g in groups if g.is_mixed()]
     if mixed:
         chosen = mixed[: config.max_problems] if config.max_problems is not None else mixed
-        return [_Problem(g, _interleave(g, threshold, config.max_rollouts_per_problem)) for g in chosen], MIXED, ""
+        return [_Problem(g, _interleave(g, config.max_rollouts_per_problem)) for g in chosen], MIXED, ""
     if not groups:
         return [], MIXED, "no usable rollout of this prompt"
-    failed = [g for g in groups if g.all_failed(threshold)]
+    failed = [g for g in groups if g.all_failed()]
     if not config.reflect_on_failures or not failed:
         why = "no problem had mixed outcomes"
         return [], MIXED, why + (" (reflect_on_failures is off)" if failed else "")
@@ -159,9 +182,9 @@ def _choose_problems(groups: list[ProblemRollouts], config: MutationConfig) -> t
     return [_Problem(g, list(g.rollouts[:cap])) for g in chosen], FAILURES, ""
 
 
-def _interleave(group: ProblemRollouts, threshold: float, cap: int | None) -> list[Trajectory]:
+def _interleave(group: ProblemRollouts, cap: int | None) -> list[Trajectory]:
     """Successes and failures alternately, so a cap keeps both sides of the contrast."""
-    wins, losses = group.successes(threshold), group.failures(threshold)
+    wins, losses = group.successes(), group.failures()
     order: list[Trajectory] = []
     for i in range(max(len(wins), len(losses))):
         order.extend(t for t in (wins[i : i + 1] + losses[i : i + 1]))
@@ -190,7 +213,7 @@ def _summarise(problems: list[_Problem], reflector: ReflectorLike, config: Mutat
                 continue
         else:
             text = verbatim
-        problem.summaries.append((trajectory.reward >= config.success_threshold, text))
+        problem.summaries.append((trajectory.succeeded, text))
     return len(jobs) - len(asked)
 
 
@@ -200,7 +223,7 @@ def _verbatim(trajectory: Trajectory, transcript: str, config: MutationConfig) -
         return None
     text = clean_for_prompt(transcript, config.summary_chars)
     prediction = prediction_of(trajectory)
-    if prediction is not None and trajectory.reward < config.success_threshold:
+    if prediction is not None and not trajectory.succeeded:
         text += f" (final answer read as: {clean_for_prompt(prediction, 200)})"
     return text
 
@@ -208,7 +231,7 @@ def _verbatim(trajectory: Trajectory, transcript: str, config: MutationConfig) -
 def _summary_conversation(
     group: ProblemRollouts, trajectory: Trajectory, transcript: str, config: MutationConfig
 ) -> list[dict[str, str]]:
-    succeeded = trajectory.reward >= config.success_threshold
+    succeeded = trajectory.succeeded
     outcome = "succeeded" if succeeded else "failed"
     prediction = prediction_of(trajectory)
     if prediction is not None and not succeeded:

@@ -1,0 +1,315 @@
+"""A run's plan: every part's settings, resolved and cross-checked before anything loads.
+
+`plan_run(config)` turns a `RunConfig` into what each part is built with (engine and its
+arguments, trainer settings, sampling of training and evaluation, selection, operators and
+their probabilities, the reflector) and rejects, with a `ConfigError` naming the key, any
+setting that could not take effect: an unknown env, method, engine, loss, selection or
+operator; options a part does not have; a loss that needs a KL term without one; training on
+an engine that cannot train; a setting that only another engine or KL kind reads. The run
+builder builds from the plan alone, so a setting that changes nothing in the plan changes
+nothing in the run (the test of every key relies on it). It loads no model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from agents.engine import SamplingParams
+from agents.rollout import RolloutConfig
+from espl.config import ConfigError, RunConfig
+from espl.rl.settings import KLSettings, TrainerConfig
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    model: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    name: str
+    options: dict[str, Any]
+    probability: float
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    method: str
+    trains_weights: bool
+    seed: int
+    loop: dict[str, Any]
+    env_id: str
+    env_kwargs: dict[str, Any]
+    splits: tuple[str, str]
+    engine: EngineSpec
+    model_dtype: str
+    trainer: TrainerConfig | None
+    train_rollout: RolloutConfig
+    eval_rollout: RolloutConfig
+    population: dict[str, Any]
+    selection: tuple[str, dict[str, Any]]
+    eval_prompt: str
+    operators: tuple[OperatorSpec, ...]
+    reflector: EngineSpec | None
+    """None: the policy's own engine with its adapter off."""
+    reflector_sampling: SamplingParams
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    from espl.methods import get_method
+
+    try:
+        method = get_method(config.method)
+    except ValueError as error:
+        raise ConfigError(f"method: {error}") from None
+    _check_ranges(config)
+    env_id, env_kwargs = _env(config)
+    engine = _engine(config, trains=method.trains_weights)
+    trainer = _trainer(config) if method.trains_weights else None
+    policy = config.policy
+    evolution = config.evolution
+    return RunPlan(
+        method=config.method,
+        trains_weights=method.trains_weights,
+        seed=config.seed,
+        loop={name: getattr(config, name) for name in LOOP_KEYS} | {"prompts_per_iteration": evolution.prompts_per_iteration},
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        splits=(config.env.train_split, config.env.test_split),
+        engine=engine,
+        model_dtype=policy_dtype(config),
+        trainer=trainer,
+        train_rollout=rollout_config(config, policy.temperature),
+        eval_rollout=rollout_config(config, config.eval_temperature),
+        population={"capacity": evolution.capacity, "window": evolution.window,
+                    "initial_principles": tuple(evolution.initial_principles)},
+        selection=_selection(config),
+        eval_prompt=evolution.eval_prompt,
+        operators=operator_specs(config, evolution.operators),
+        reflector=_reflector(config),
+        reflector_sampling=reflector_sampling(config),
+    )
+
+
+LOOP_KEYS = ("iterations", "problems_per_iteration", "samples_per_problem", "eval_every", "eval_samples",
+             "eval_limit", "max_rollouts", "checkpoint_every")
+
+
+# -- ranges --------------------------------------------------------------------------------------
+
+
+def _check_ranges(config: RunConfig) -> None:
+    policy, evolution = config.policy, config.evolution
+    at_least = {
+        "iterations": (config.iterations, 0), "problems_per_iteration": (config.problems_per_iteration, 1),
+        "samples_per_problem": (config.samples_per_problem, 1), "eval_every": (config.eval_every, 0),
+        "eval_samples": (config.eval_samples, 1), "checkpoint_every": (config.checkpoint_every, 1),
+        "policy.max_tokens": (policy.max_tokens, 1), "evolution.prompts_per_iteration": (evolution.prompts_per_iteration, 1),
+        "evolution.window": (evolution.window, 1), "evolution.capacity": (evolution.capacity, 1),
+        "evolution.reflector.max_tokens": (evolution.reflector.max_tokens, 1), "rl.micro_batch_size": (config.rl.micro_batch_size, 1),
+    }
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise ConfigError(f"{key} must be at least {low}, got {value}")
+    for key, value in (("eval_limit", config.eval_limit), ("max_rollouts", config.max_rollouts)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be at least 1 (or unset), got {value}")
+    if policy.max_total_tokens <= policy.max_tokens:
+        raise ConfigError(f"policy.max_total_tokens ({policy.max_total_tokens}) must exceed policy.max_tokens ({policy.max_tokens})")
+    if not 0.0 < policy.top_p <= 1.0:
+        raise ConfigError(f"policy.top_p must be in (0, 1], got {policy.top_p}")
+    for key, value in (("policy.temperature", policy.temperature), ("eval_temperature", config.eval_temperature),
+                       ("evolution.reflector.temperature", evolution.reflector.temperature)):
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if not 0.0 <= evolution.crossover_probability <= 1.0:
+        raise ConfigError(f"evolution.crossover_probability must be in [0, 1], got {evolution.crossover_probability}")
+
+
+# -- env and engine ------------------------------------------------------------------------------
+
+
+def _env(config: RunConfig) -> tuple[str, dict[str, Any]]:
+    from envs import registry
+
+    try:
+        env_id = registry.resolve(config.env.name)
+    except KeyError as error:
+        raise ConfigError(f"env.name: {error.args[0]}") from None
+    accepted = env_parameters(env_id)
+    kwargs = dict(config.env.kwargs)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ConfigError(f"env.kwargs: {env_id} takes no {', '.join(unknown)}; it takes {sorted(accepted - {'split'})}")
+    if config.env.retriever_url:
+        if "retriever_url" not in accepted:
+            raise ConfigError(f"env.retriever_url: {env_id} does not search, it would be ignored")
+        kwargs["retriever_url"] = config.env.retriever_url
+    return env_id, kwargs
+
+
+def env_parameters(env_id: str) -> set[str]:
+    """The keyword arguments an env's constructor takes (what `env.kwargs` may set)."""
+    import inspect
+
+    import gymnasium as gym
+
+    entry_point = gym.spec(env_id).entry_point
+    if isinstance(entry_point, str):
+        module, _, attribute = entry_point.partition(":")
+        entry_point = getattr(__import__(module, fromlist=[attribute]), attribute)
+    return set(inspect.signature(entry_point).parameters) - {"self", "render_mode"}
+
+
+def policy_dtype(config: RunConfig) -> str:
+    """`policy.dtype`, with "auto" resolved per engine: float32 in process, bfloat16 for vLLM."""
+    dtype = config.policy.dtype
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if config.policy.engine == "vllm" else "float32"
+
+
+def _engine(config: RunConfig, *, trains: bool) -> EngineSpec:
+    from agents.engines import list_engines
+
+    policy = config.policy
+    if policy.engine not in list_engines():
+        raise ConfigError(f"policy.engine: unknown engine {policy.engine!r}; known: {', '.join(list_engines())}")
+    if policy.base_urls and policy.engine != "openai":
+        raise ConfigError(f"policy.base_urls is only read by the openai engine (policy.engine is {policy.engine!r})")
+    if policy.engine == "openai":
+        if trains:
+            raise ConfigError(f"policy.engine: the openai engine cannot train; method {config.method!r} trains (use hf or vllm)")
+        if not policy.base_urls:
+            raise ConfigError("policy.base_urls: the openai engine needs at least one server URL")
+        if policy.dtype != "auto":
+            raise ConfigError("policy.dtype: the openai engine's servers choose their own dtype")
+        return EngineSpec("openai", policy.model, {"base_urls": list(policy.base_urls)})
+    if policy.engine == "vllm":
+        return EngineSpec("vllm", policy.model, {"dtype": policy_dtype(config), "seed": config.seed})
+    return EngineSpec(policy.engine, policy.model, {"dtype": policy_dtype(config)})
+
+
+def rollout_config(config: RunConfig, temperature: float) -> RolloutConfig:
+    """How episodes are sampled (training and evaluation differ in the temperature only)."""
+    policy = config.policy
+    sampling = SamplingParams(temperature=temperature, top_p=policy.top_p, max_tokens=policy.max_tokens)
+    return RolloutConfig(sampling=sampling, placement=policy.placement, max_total_tokens=policy.max_total_tokens)  # type: ignore[arg-type]
+
+
+# -- trainer ---------------------------------------------------------------------------------------
+
+
+def _trainer(config: RunConfig) -> TrainerConfig:
+    """The trainer's settings; its temperature is the policy's sampling temperature."""
+    from espl.rl.advantages import ADVANTAGE_MODES
+    from espl.rl.losses import make_loss
+
+    rl = config.rl
+    if rl.temperature != TrainerConfig.temperature:
+        raise ConfigError("rl.temperature is the sampling temperature the logprobs come from: set policy.temperature")
+    _check_kl(rl.kl)
+    options = dict(rl.loss_options)
+    if rl.kl.kind != "none":
+        options.setdefault("kl_coef", rl.kl.coef)
+    try:
+        loss = make_loss(rl.loss, **options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"rl.loss / rl.loss_options: {error}") from None
+    if getattr(loss, "requires_kl", False) and rl.kl.kind == "none":
+        raise ConfigError(f"rl.kl.kind: loss {rl.loss!r} needs a KL term (set rl.kl.kind to k3 or topk)")
+    if rl.advantage_mode is not None and rl.advantage_mode not in ADVANTAGE_MODES:
+        raise ConfigError(f"rl.advantage_mode must be one of {', '.join(ADVANTAGE_MODES)} (or unset), got {rl.advantage_mode!r}")
+    if rl.norm_tokens is not None and loss.aggregation != "seq_mean_token_sum_norm":
+        raise ConfigError(f"rl.norm_tokens is only read by the seq_mean_token_sum_norm aggregation (loss {rl.loss!r} "
+                          f"aggregates {loss.aggregation})")
+    return replace(rl, temperature=config.policy.temperature)
+
+
+def _check_kl(kl: KLSettings) -> None:
+    """Settings of a KL kind that is not in use would be silently ignored: refuse them."""
+    defaults = KLSettings()
+    used = {"none": set(), "k3": {"coef"}, "topk": {"coef", "topk", "form", "ema_eta", "ema_period"}}[kl.kind]
+    for f in fields(KLSettings):
+        if f.name != "kind" and f.name not in used and getattr(kl, f.name) != getattr(defaults, f.name):
+            raise ConfigError(f"rl.kl.{f.name} is not read with rl.kl.kind={kl.kind!r}")
+
+
+# -- evolution --------------------------------------------------------------------------------------
+
+
+def _selection(config: RunConfig) -> tuple[str, dict[str, Any]]:
+    from espl.evolution.selection import make_strategy
+
+    evolution = config.evolution
+    try:
+        make_strategy(evolution.selection, **evolution.selection_options)
+    except ValueError as error:
+        raise ConfigError(f"evolution.selection / selection_options: {error}") from None
+    return evolution.selection, dict(evolution.selection_options)
+
+
+MUTATION_KEYS = ("reflect_on_failures", "max_problems", "max_rollouts_per_problem", "verbatim_words")
+"""Mutation settings with their own `evolution.*` key (not repeated in operator_options.mutation)."""
+
+
+def operator_specs(config: RunConfig, names: Any) -> tuple[OperatorSpec, ...]:
+    """Each operator's options and probability (crossover's is `evolution.crossover_probability`)."""
+    from espl.evolution.operators import make_operator
+
+    evolution = config.evolution
+    stray = sorted(set(evolution.operator_options) - set(evolution.operators))
+    if stray:
+        raise ConfigError(f"evolution.operator_options: {', '.join(stray)} not in evolution.operators")
+    specs = []
+    for name in names:
+        options = dict(evolution.operator_options.get(name, {}))
+        probability = float(options.pop("probability", 1.0))
+        if name == "crossover":
+            if "probability" in evolution.operator_options.get(name, {}):
+                raise ConfigError("evolution.operator_options.crossover.probability: set evolution.crossover_probability")
+            probability = evolution.crossover_probability
+        if name == "mutation":
+            doubled = sorted(set(options) & set(MUTATION_KEYS))
+            if doubled:
+                raise ConfigError(f"evolution.operator_options.mutation.{doubled[0]}: set evolution.{doubled[0]}")
+            options = {key: getattr(evolution, key) for key in MUTATION_KEYS} | options
+        if not 0.0 <= probability <= 1.0:
+            raise ConfigError(f"evolution.operator_options.{name}.probability must be in [0, 1], got {probability}")
+        try:
+            make_operator(name, **options)
+        except ValueError as error:
+            raise ConfigError(f"evolution.operators: {error}") from None
+        specs.append(OperatorSpec(name, options, probability))
+    return tuple(specs)
+
+
+def _reflector(config: RunConfig) -> EngineSpec | None:
+    from agents.engines import list_engines
+
+    reflector = config.evolution.reflector
+    if reflector.engine == "policy":
+        for key in ("model", "base_urls"):
+            if getattr(reflector, key):
+                raise ConfigError(f"evolution.reflector.{key} is not read when the reflector is the policy's engine")
+        return None
+    if reflector.engine not in list_engines():
+        raise ConfigError(f"evolution.reflector.engine: unknown engine {reflector.engine!r}; known: policy, {', '.join(list_engines())}")
+    if reflector.base_urls and reflector.engine != "openai":
+        raise ConfigError(f"evolution.reflector.base_urls is only read by the openai engine")
+    kwargs = {"base_urls": list(reflector.base_urls)} if reflector.engine == "openai" else {}
+    return EngineSpec(reflector.engine, reflector.model, kwargs)
+
+
+def reflector_sampling(config: RunConfig) -> SamplingParams:
+    reflector = config.evolution.reflector
+    return SamplingParams(temperature=reflector.temperature, top_p=0.95, max_tokens=reflector.max_tokens,
+                          seed=config.seed, logprobs=False)
+
+
+def describe(plan: RunPlan) -> dict[str, Any]:
+    """The plan as plain data (what `--dry-run` shows next to the config)."""
+    return asdict(plan)
