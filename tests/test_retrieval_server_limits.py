@@ -101,7 +101,7 @@ def protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     if request.param == "h11":
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        monkeypatch.setattr("envs.retrieval.protocol.default_http_protocol", lambda: H11Protocol)
+        monkeypatch.setattr("envs.retrieval.deadlines.default_http_protocol", lambda: H11Protocol)
     return request.param
 
 

@@ -19,7 +19,7 @@ What one client can cost is bounded (see `Limits`): a request whose reply could 
 hold are capped together (`envs.retrieval.admission`, 503 with ``Retry-After``); a reply's
 bytes stay counted until they have left (`ReplyResponse`); and the connection deadlines
 uvicorn lacks (slow headers, slow bodies, replies nobody reads) live in
-`envs.retrieval.protocol`. The server has no authentication, hence the warning when it is
+`envs.retrieval.deadlines`. The server has no authentication, hence the warning when it is
 bound to anything but loopback.
 """
 
@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
 from envs.retrieval.admission import Admission, Busy, Ticket
-from envs.retrieval.protocol import guarded_protocol
+from envs.retrieval.deadlines import guarded_protocol
 from envs.retrieval.searcher import LocalRetriever
 from envs.retrieval.wire import BadRequest, Limits, RetrieveRequest, encode_json, parse_retrieve_request
 
@@ -217,7 +217,7 @@ def uvicorn_config(
     log_config: dict[str, Any] | None = None,
 ) -> uvicorn.Config:
     """Uvicorn settings shared by `serve` and the in-process background server: the
-    connection deadlines and caps of the app's `Limits` (see `envs.retrieval.protocol`)."""
+    connection deadlines and caps of the app's `Limits` (see `envs.retrieval.deadlines`)."""
     limits: Limits = app.state.limits
     extra = {} if log_config is None else {"log_config": log_config}
     config = uvicorn.Config(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.trajectory import Trajectory
-from espl.evolution.operators.base import Operator, OperatorContext
+from espl.evolution.operators.protocol import Operator, OperatorContext
 from espl.evolution.population import Population
 from espl.evolution.rating import RatingSystem
 from espl.evolution.reflector import Reflector, ReflectorUsage

@@ -35,7 +35,7 @@ _METHODS: dict[str, MethodTarget] = {
     "rl": "espl.methods.rl:RL",
     "evolution": "espl.methods.evolution:Evolution",
     "reflect": "espl.methods.reflect:Reflect",
-    "base": "espl.methods.base:Base",
+    "base": "espl.methods.starting_policy:Base",
     "gepa": "espl.methods.gepa:GEPA",
 }
 

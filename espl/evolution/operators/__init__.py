@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from espl.evolution.operators.base import IdSource, Operator, OperatorContext, Proposal, build_child
+from espl.evolution.operators.protocol import IdSource, Operator, OperatorContext, Proposal, build_child
 from espl.evolution.operators.crossover import Crossover, CrossoverConfig, best_prompt, crossover
 from espl.evolution.operators.edits import Edit, EditRules, ParsedEdits, is_valid_principle, parse_edits
 from espl.evolution.operators.evidence import strict_winners

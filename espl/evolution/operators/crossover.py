@@ -22,7 +22,7 @@ from espl.evolution.operators import templates
 from espl.evolution.operators.apply import apply_edits
 from espl.evolution.operators.edits import ADD, MODIFY, REMOVE, EditRules, parse_edits, records
 from espl.evolution.reflector import ReflectorLike, ask_safely
-from espl.evolution.operators.base import IdSource, OperatorContext, Proposal, build_child
+from espl.evolution.operators.protocol import IdSource, OperatorContext, Proposal, build_child
 from espl.evolution.operators.evidence import group_by_problem, gold_of, strict_winners
 from espl.evolution.operators.text import clean_for_prompt
 from espl.evolution.system_prompt import CROSSOVER_OPERATOR, MAX_PRINCIPLE_WORDS, PromptLimits, SystemPrompt

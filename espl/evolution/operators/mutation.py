@@ -35,7 +35,7 @@ from espl.evolution.operators import templates
 from espl.evolution.operators.apply import apply_edits
 from espl.evolution.operators.edits import ADD, MERGE, MODIFY, Edit, EditRules, parse_edits, records
 from espl.evolution.reflector import ReflectorLike, ask_safely
-from espl.evolution.operators.base import IdSource, OperatorContext, Proposal, build_child
+from espl.evolution.operators.protocol import IdSource, OperatorContext, Proposal, build_child
 from espl.evolution.operators.evidence import ProblemRollouts, group_by_problem, prediction_of, transcript_of
 from espl.evolution.operators.text import clean_for_prompt
 from espl.evolution.system_prompt import MAX_PRINCIPLE_WORDS, MUTATION_OPERATOR, PromptLimits, SystemPrompt
