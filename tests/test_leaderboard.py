@@ -32,11 +32,15 @@ BUDGET = {
 def write_run(
     root: Path, env: str, method: str, seed: int, accuracies: list[float], *, rewards: list[float] | None = None,
     budget: dict[str, int] | None = None, wall_s: float = 10.0, evolve: bool = False, pass_at: float | None = None,
+    eval_size: tuple[int, int] = (4, 2), config: dict[str, Any] | None = None,
 ) -> Path:
     """A finished run directory as `espl.run.train.run_training` leaves it (the files the leaderboard reads).
 
-    `accuracies[i]` is the test accuracy at evaluation i, taken every 2 iterations from 0.
+    `accuracies[i]` is the test accuracy at evaluation i, taken every 2 iterations from 0, over
+    `eval_size` = (tasks, samples per task); `config` is config.json apart from method and seed.
     """
+    n_tasks, per_task = eval_size
+    size = {"n_tasks": n_tasks, "n_samples": n_tasks * per_task}
     path = root / f"{env}--{method}--seed{seed}"
     path.mkdir(parents=True)
     rewards = rewards or [0.1 * (i + 1) for i in range(2 * (len(accuracies) - 1))]
@@ -46,7 +50,7 @@ def write_run(
         if iteration:
             record["train_reward"] = rewards[iteration - 1]
         if iteration % 2 == 0:
-            record["eval"] = {"accuracy": accuracies[iteration // 2], "prompt_id": "p0000"}
+            record["eval"] = {**size, "accuracy": accuracies[iteration // 2], "prompt_id": "p0000"}
             if pass_at is not None:
                 record["eval"]["pass@1"] = pass_at
         metrics.append(record)
@@ -56,12 +60,12 @@ def write_run(
         "env": env, "method": method, "model": "tiny-random", "engine": "hf", "seed": seed,
         "iterations": len(rewards), "budget": budget or BUDGET, "wall_s": wall_s,
         "hardware": {"cpu": "x86_64", "cpu_count": 2, "torch": "2.13.0"}, "git_commit": "0123456789abcdef-dirty",
-        "final": {"accuracy": accuracies[-1], **({"pass@1": pass_at} if pass_at is not None else {})},
-        "best": {"accuracy": max(accuracies)}, "eval_prompt": {"id": eval_id, "principles": ["x"]},
+        "final": {**size, "accuracy": accuracies[-1], **({"pass@1": pass_at} if pass_at is not None else {})},
+        "best": {**size, "accuracy": max(accuracies)}, "eval_prompt": {"id": eval_id, "principles": ["x"]},
         "population_size": 1, "prompts_created": 3 if evolve else 1,
     }
     (path / "summary.json").write_text(json.dumps(summary))
-    (path / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
+    (path / "config.json").write_text(json.dumps({"method": method, "seed": seed, **(config or {})}))
     return path
 
 
@@ -87,13 +91,20 @@ def _prompt(pid: str, parents: tuple[str, ...], operator: str, step: int, mu: fl
 def suite_runs(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     for seed, accuracies in enumerate([[0.1, 0.2], [0.1, 0.4], [0.2, 0.9]]):
-        write_run(root, "gsm8k", "espl", seed, accuracies, evolve=True, pass_at=accuracies[-1] + 0.05, wall_s=10.0 + seed)
+        write_run(root, "gsm8k", "espl", seed, accuracies, evolve=True, pass_at=accuracies[-1] + 0.05, wall_s=10.0 + seed,
+                  config=_config("gsm8k"))
     for seed, accuracies in enumerate([[0.1, 0.3], [0.1, 0.3]]):
-        write_run(root, "gsm8k", "rl", seed, accuracies, pass_at=0.35)
-    write_run(root, "aime", "base", 0, [0.05], budget={**BUDGET, "train_rollouts": 0})
+        write_run(root, "gsm8k", "rl", seed, accuracies, pass_at=0.35, config=_config("gsm8k"))
+    write_run(root, "aime", "base", 0, [0.05], budget={**BUDGET, "train_rollouts": 0}, eval_size=(3, 1),
+              config=_config("aime", eval_limit=3))
     (root / "unfinished").mkdir()
     (root / "unfinished" / "config.json").write_text("{}")
     return root
+
+
+def _config(env: str, **changes: Any) -> dict[str, Any]:
+    """config.json apart from method and seed: one env's runs share it, as a suite's do."""
+    return {"env": {"name": env, "kwargs": {}}, "eval_limit": 4, "rl": {"lr": 1e-4, "lora": {"rank": 16}}, **changes}
 
 
 def test_mean_and_standard_error_by_hand() -> None:
@@ -112,7 +123,8 @@ def test_rows_aggregate_seeds_and_sort_by_env_then_accuracy(suite_runs: Path) ->
     espl = rows[1]
     assert espl.seeds == (0, 1, 2)
     assert espl.final_accuracy.mean == pytest.approx(0.5) and espl.final_accuracy.se == pytest.approx(math.sqrt(0.13 / 3))
-    assert espl.best_accuracy.mean == pytest.approx(0.5)
+    assert espl.max_test_accuracy.mean == pytest.approx(0.5)
+    assert [[(s.n_tasks, s.n_samples) for s in r.eval_sizes] for r in rows] == [[(3, 3)], [(4, 8)], [(4, 8)]]
     assert espl.pass_at["pass@1"].mean == pytest.approx(0.55)
     assert espl.wall_s.mean == pytest.approx(11.0) and espl.wall_s.se == pytest.approx(1 / math.sqrt(3))
     assert espl.budget["reflector_tokens"].mean == 350 and espl.budget["reflector_tokens"].se == 0
@@ -151,8 +163,8 @@ def test_markdown_has_the_table_plots_and_lineage(suite_runs: Path, tmp_path: Pa
     text = out.with_suffix(".md").read_text()
     assert text.startswith("# Leaderboard: demo\n")
     espl_line = next(line for line in text.splitlines() if line.startswith("| gsm8k | espl |"))
-    assert "| 3 | 50.0 ± 20.8 | 50.0 ± 20.8 | 55.0 ± 20.8 | 16 ± 0 |" in espl_line
-    assert "| aime | base | tiny-random | 1 | 5.0 | 5.0 | - | 0 |" in text
+    assert "| 3 | 50.0 ± 20.8 | 50.0 ± 20.8 | 55.0 ± 20.8 | 4 × 2 | 16 ± 0 |" in espl_line
+    assert "| aime | base | tiny-random | 1 | 5.0 | 5.0 | - | 3 × 1 | 0 |" in text
     for name in ("accuracy-gsm8k", "reward-gsm8k", "lineage-gsm8k", "accuracy-aime"):
         assert f"](demo/{name}.png)" in text
         assert (out / f"{name}.png").stat().st_size > 2000 and (out / f"{name}.svg").read_text().startswith("<?xml")
@@ -214,6 +226,134 @@ def test_leaderboard_command(suite_runs: Path, tmp_path: Path, capsys: pytest.Ca
     assert "5 runs, 2 rows" in capsys.readouterr().out
     assert main(["leaderboard", str(tmp_path / "empty"), "--out", str(out)]) == 2
     assert "no finished run directory" in capsys.readouterr().out
+
+
+# -- reporting honestly: what each column holds, on how much, and what was merged --------------
+
+
+def _files(runs: list[Path] | Path, tmp_path: Path) -> tuple[str, str, list[dict[str, str]]]:
+    out = tmp_path / "lb" / "demo"
+    write_leaderboard(runs if isinstance(runs, list) else [runs], out)
+    csv_rows = list(csv.DictReader(io.StringIO(out.with_suffix(".csv").read_text())))
+    return out.with_suffix(".md").read_text(), out.with_suffix(".html").read_text(), csv_rows
+
+
+def _legend(markdown: str) -> str:
+    """The markdown after the table: where the footnotes are."""
+    lines = markdown.splitlines()
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("|"))
+    return "\n".join(lines[last_row + 1:]).split("\n## ")[0]
+
+
+def test_the_maximum_over_test_evaluations_is_named_optimistic_and_final_is_the_unbiased_figure(
+    suite_runs: Path, tmp_path: Path
+) -> None:
+    """Picking a run's best evaluation by its test score selects on the test set: the column says so."""
+    markdown, html, rows = _files(suite_runs, tmp_path)
+    header = next(line for line in markdown.splitlines() if line.startswith("| env |"))
+    assert "| final test acc. (%) | max test acc. (%, optimistic) |" in header
+    assert "best acc." not in markdown and "best acc." not in html
+    assert "<th" in html and "max test acc. (%, optimistic)</th>" in html
+    legend = _legend(markdown)
+    optimistic = next(line for line in legend.splitlines() if "**max test acc. (%, optimistic)**" in line)
+    assert "selects on the test set" in optimistic and "no validation split" in optimistic
+    assert "final test acc." in optimistic and "unbiased" in optimistic
+    assert "max_test_accuracy_mean" in rows[0] and not any(k.startswith("best_") for k in rows[0])
+    espl = rows[1]
+    assert float(espl["max_test_accuracy_mean"]) == pytest.approx(0.5)
+
+
+def test_every_column_is_explained_and_accuracy_is_not_called_mean_reward(suite_runs: Path, tmp_path: Path) -> None:
+    """Accuracy is the share of episodes with reward >= 1 (and no engine error), not the mean reward."""
+    markdown, html, _ = _files(suite_runs, tmp_path)
+    assert "mean reward" not in markdown and "mean reward" not in html
+    header = next(line for line in markdown.splitlines() if line.startswith("| env |"))
+    legend = _legend(markdown)
+    for name in (cell.strip() for cell in header.strip("|").split("|")):
+        assert f"- **{name}**: " in legend, name
+        assert f"<li><b>{name}</b>: " in html.replace("&amp;", "&"), name
+    accuracy = next(line for line in legend.splitlines() if line.startswith("- **final test acc. (%)**"))
+    assert "reward ≥ 1" in accuracy and "last evaluation" in accuracy
+    assert "averaged over tasks" in next(line for line in legend.splitlines() if line.startswith("- **pass@1 (%)**"))
+
+
+def test_the_evaluation_size_stands_beside_the_accuracies(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], eval_size=(24, 2), config=_config("gsm8k"))
+    write_run(root, "gsm8k", "rl", 1, [0.1, 0.5], eval_size=(24, 2), config=_config("gsm8k"))
+    write_run(root, "gsm8k", "espl", 0, [0.1, 0.2], eval_size=(12, 4), config=_config("gsm8k"))
+    write_run(root, "gsm8k", "espl", 1, [0.1, 0.2], eval_size=(24, 2), config=_config("gsm8k"))
+    markdown, html, rows = _files(root, tmp_path)
+    header = next(line for line in markdown.splitlines() if line.startswith("| env |"))
+    assert "| final test acc. (%) | max test acc. (%, optimistic) | test eval (tasks × samples) |" in header
+    assert "| 2 | 40.0 ± 10.0 | 40.0 ± 10.0 | 24 × 2 |" in markdown  # rl
+    assert "| 2 | 20.0 ± 0.0 | 20.0 ± 0.0 | 12 × 4, 24 × 2 |" in markdown  # espl: the seeds differ, both shown
+    assert ">24 × 2</td>" in html and ">12 × 4, 24 × 2</td>" in html
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["rl"]["eval_tasks_x_samples"] == "24x2"
+    assert by_method["rl"]["eval_n_tasks"] == "24" and by_method["rl"]["eval_n_samples"] == "48"
+    assert by_method["espl"]["eval_tasks_x_samples"] == "12x4;24x2" and by_method["espl"]["eval_n_samples"] == "48;48"
+    header_csv = list(rows[0])
+    assert header_csv.index("eval_tasks_x_samples") == header_csv.index("final_accuracy_mean") - 3
+
+
+def test_a_run_that_recorded_no_evaluation_size_shows_a_question_mark(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    path = write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=_config("gsm8k"))
+    summary = json.loads((path / "summary.json").read_text())
+    for block in ("final", "best"):
+        del summary[block]["n_tasks"], summary[block]["n_samples"]
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "metrics.jsonl").write_text(json.dumps({"iteration": 0, "eval": {"accuracy": 0.3}}) + "\n")
+    markdown, _, rows = _files(root, tmp_path)
+    assert "| 1 | 30.0 | 30.0 | ? |" in markdown and rows[0]["eval_tasks_x_samples"] == "?"
+
+
+def test_merging_runs_whose_configs_differ_outside_method_and_seed_is_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "gsm8k", "espl", seed, [0.1, 0.2], config=_config("gsm8k"))
+    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=_config("gsm8k", rl={"lr": 1e-5, "lora": {"rank": 16}}))
+    write_run(root, "gsm8k", "rl", 1, [0.1, 0.3], config=_config("gsm8k", eval_limit=8))
+    write_run(root, "aime", "base", 0, [0.05], config=_config("aime", eval_limit=3))  # another env: not compared
+    out = tmp_path / "lb" / "demo"
+    assert main(["leaderboard", str(root), "--out", str(out)]) == 0
+    console = capsys.readouterr().out
+    markdown, html = out.with_suffix(".md").read_text(), out.with_suffix(".html").read_text()
+    for text in (console, markdown, html):
+        assert "eval_limit" in text and "rl.lr" in text, text
+        assert "rl.lora.rank" not in text and "seed" in text
+    assert "warning:" in console.lower() and "differ outside method and seed" in markdown
+    warning = next(line for line in markdown.splitlines() if "rl.lr" in line)
+    assert warning.startswith(">") and markdown.index(warning) < markdown.index("| env |")  # above the table
+    assert "gsm8k" in warning and "aime" not in warning
+    assert '<p class="warning">' in html or '<div class="warning">' in html
+
+
+def test_no_warning_when_only_method_and_seed_differ(
+    suite_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lb" / "demo"
+    assert main(["leaderboard", str(suite_runs), "--out", str(out)]) == 0
+    assert "warning:" not in capsys.readouterr().out.lower()
+    assert "differ outside method and seed" not in out.with_suffix(".md").read_text()
+    assert 'class="warning"' not in out.with_suffix(".html").read_text()
+
+
+def test_config_comparison_flattens_tables_and_names_runs_without_a_config(tmp_path: Path) -> None:
+    from espl.leaderboard.configs import config_warnings, flatten
+
+    assert flatten({"rl": {"lr": 1, "lora": {"rank": 2}}, "env": {"kwargs": {}}}) == {"rl.lr": 1, "rl.lora.rank": 2}
+    root = tmp_path / "runs"
+    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config={"env": {"name": "gsm8k", "kwargs": {}}})
+    write_run(root, "gsm8k", "espl", 0, [0.1, 0.3], config={"env": {"name": "gsm8k"}})  # {} and absent agree
+    assert config_warnings(load_runs(find_run_dirs([root]))) == ()
+    (write_run(root, "gsm8k", "rl", 1, [0.1, 0.3]) / "config.json").unlink()
+    (warning,) = config_warnings(load_runs(find_run_dirs([root])))
+    assert warning.keys == () and warning.without_config == ("rl seed 1",)
+    assert "1 run(s) have no config.json" in warning.message()
 
 
 # -- the HTML page in a real browser -------------------------------------------------------------

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from espl.leaderboard import Report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +40,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_written(console, report) -> None:
+def print_written(console: Console, report: Report) -> None:
+    """What was written, and (as in the files) a warning for each env whose merged runs' configs
+    differ outside method and seed: `leaderboard` and `compare` both report through here."""
+    from rich.markup import escape
+
     console.print(f"{len(report.board.runs)} runs, {len(report.board.rows)} rows")
+    for warning in report.board.config_warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning.message())}", soft_wrap=True)
     for path in report.files:
         console.print(f"wrote [bold]{path}[/bold]")
     console.print(f"plots in [bold]{report.out}/[/bold]")

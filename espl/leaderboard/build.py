@@ -16,7 +16,7 @@ from espl.leaderboard.html import render_html
 from espl.leaderboard.lineage import best_evolved_lineage
 from espl.leaderboard.markdown import render_markdown
 from espl.leaderboard.report import EnvSection, Figure, Report
-from espl.leaderboard.table import build_leaderboard
+from espl.leaderboard.table import LeaderboardRow, build_leaderboard
 
 
 def build_report(runs: Sequence[RunRecord], out: Path, title: str) -> Report:
@@ -37,8 +37,10 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str) -> Report:
                 name = "accuracy" if metric == "accuracy" else "reward"
                 stem = asset_dir / f"{name}-{_slug(env)}"
                 heading = f"{env}: {label} vs iteration (mean ± s.e. over seeds)"
-                plots.save(plots.curve_figure(curves, heading, label, percent), stem)
-                figures[name] = Figure(stem, heading)
+                size = f"test eval {_eval_sizes(rows)} (tasks × samples)" if metric == "accuracy" else ""
+                title = f"{heading}\n{size}" if size else heading  # two lines: one would not fit the figure
+                plots.save(plots.curve_figure(curves, title, label, percent), stem)
+                figures[name] = Figure(stem, f"{heading}, {size}" if size else heading)
         lineage = best_evolved_lineage(board, env, sorted(evolving))
         lineage_figure = None
         if lineage is not None and lineage.run is not None:
@@ -70,6 +72,13 @@ def write_leaderboard(run_paths: Sequence[str | Path], out: str | Path, title: s
     report = build_report(runs, out, title or out.name)
     write_report(report)
     return report
+
+
+def _eval_sizes(rows: Sequence[LeaderboardRow]) -> str:
+    """The test evaluation sizes behind an env's accuracy curves, as its table shows them."""
+    sizes = sorted({size for row in rows for size in row.eval_sizes})
+    unknown = ["?"] if any(row.runs_without_eval_size for row in rows) else []
+    return ", ".join([*(size.label() for size in sizes), *unknown])
 
 
 def _slug(name: str) -> str:

@@ -16,6 +16,32 @@ class NoRunsError(ValueError):
     """Nothing matched was a finished run directory."""
 
 
+@dataclass(frozen=True, order=True)
+class EvalSize:
+    """How much one test evaluation measured: `n_tasks` tasks, `n_samples` episodes in all.
+
+    Both are the eval record's own fields (`espl.run.metrics.summarize`), so an accuracy can be
+    read with the number of episodes behind it: 30% of 24 x 2 is not 30% of 500 x 10.
+    """
+
+    n_tasks: int
+    n_samples: int
+
+    def label(self, times: str = " × ") -> str:
+        """`tasks × samples per task`; both totals when the samples do not split evenly."""
+        if self.n_tasks > 0 and self.n_samples % self.n_tasks == 0:
+            return f"{self.n_tasks}{times}{self.n_samples // self.n_tasks}"
+        return f"{self.n_tasks} tasks / {self.n_samples} samples"
+
+    @classmethod
+    def of(cls, record: dict[str, Any] | None) -> EvalSize | None:
+        """The size of an eval record; None when it does not say (older records)."""
+        record = record or {}
+        if record.get("n_tasks") is None or record.get("n_samples") is None:
+            return None
+        return cls(int(record["n_tasks"]), int(record["n_samples"]))
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One finished run as the leaderboard sees it."""
@@ -44,6 +70,14 @@ class RunRecord:
     @property
     def has_prompt_log(self) -> bool:
         return (self.path / PROMPTS).exists()
+
+    @property
+    def eval_sizes(self) -> tuple[EvalSize, ...]:
+        """The sizes of every test evaluation the run recorded (metrics.jsonl, and the final and
+        best blocks of summary.json), distinct and sorted; empty when none says."""
+        records = [record.get("eval") for record in self.metrics]
+        records += [self.summary.get("final"), self.summary.get("best")]
+        return tuple(sorted({size for record in records if (size := EvalSize.of(record)) is not None}))
 
     def curve(self, metric: str) -> list[tuple[int, float]]:
         """(iteration, value) pairs: `accuracy`, `pass@k` (test evals) or `train_reward`."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from espl.leaderboard.report import EnvSection, Report
 from espl.leaderboard.columns import display_columns
-from espl.leaderboard.markdown import LEGEND, intro
+from espl.leaderboard.markdown import LEGEND, WARNING, intro, legend
+from espl.leaderboard.table import Leaderboard
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 80rem;
@@ -27,7 +28,9 @@ figure img, figure svg { width: 100%; height: auto; }
 figure.lineage { max-width: 28rem; }
 figcaption { font-size: .8rem; color: #57606a; }
 pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .8rem; }
-p.legend { font-size: .85rem; color: #57606a; }
+p.legend, ul.legend { font-size: .85rem; color: #57606a; }
+ul.legend li { margin: .2rem 0; }
+p.warning { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: .6rem .8rem; }
 """
 
 
@@ -44,8 +47,10 @@ def render_html(report: Report) -> str:
         "<body>",
         f"<h1>Leaderboard: {escape(board.title)}</h1>",
         f"<p>{escape(intro(board))}</p>",
+        *warnings_html(board),
         table_html(report),
         f'<p class="legend">{escape(LEGEND)}</p>',
+        legend_html(board),
         *(section_html(report, s) for s in report.sections),
         "</body>",
         "</html>",
@@ -55,7 +60,7 @@ def render_html(report: Report) -> str:
 
 def table_html(report: Report) -> str:
     columns = display_columns(report.board)
-    head = "".join(f"<th>{escape(c.header)}</th>" for c in columns)
+    head = "".join(f'<th title="{escape(c.note)}">{escape(c.header)}</th>' for c in columns)
     body = []
     for row in report.board.rows:
         cells = "".join(
@@ -64,6 +69,16 @@ def table_html(report: Report) -> str:
         )
         body.append(f"<tr>{cells}</tr>")
     return f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def legend_html(board: Leaderboard) -> str:
+    items = "".join(f"<li><b>{escape(header)}</b>: {escape(note)}.</li>" for header, note in legend(board))
+    return f'<ul class="legend">{items}</ul>'
+
+
+def warnings_html(board: Leaderboard) -> list[str]:
+    """A highlighted paragraph above the table for each env whose runs' configs differ."""
+    return [f'<p class="warning"><b>{WARNING}</b> {escape(w.message())}</p>' for w in board.config_warnings]
 
 
 def section_html(report: Report, section: EnvSection) -> str:
@@ -77,7 +92,8 @@ def section_html(report: Report, section: EnvSection) -> str:
         run = lineage.run
         parts += [
             f"<h3>Best evolved prompt: {escape(lineage.prompt_id)}</h3>",
-            f"<p>From the best run of the best prompt-evolving method: {escape(run.method)}, seed {run.seed} "
+            f"<p>From the best run (by final test accuracy) of the best prompt-evolving method: {escape(run.method)}, "
+            f"seed {run.seed} "
             f"(<code>{escape(report.relative(run.path))}</code>).</p>",
             "<pre>" + escape("\n".join(lineage.text_tree())) + "</pre>",
             "<ol>" + "".join(f"<li>{escape(p)}</li>" for p in lineage.prompt.principles) + "</ol>",

@@ -9,17 +9,35 @@ from espl.leaderboard.table import Leaderboard
 
 def render_markdown(report: Report) -> str:
     board = report.board
-    lines = [f"# Leaderboard: {board.title}", "", intro(board), "", *table_lines(board), "", LEGEND, ""]
+    lines = [f"# Leaderboard: {board.title}", "", intro(board), "", *warning_lines(board), *table_lines(board), ""]
+    lines += [LEGEND, "", *legend_lines(board), ""]
     for section in report.sections:
         lines += section_lines(report, section)
     return "\n".join(lines).rstrip() + "\n"
 
 
 LEGEND = (
-    "Accuracy is the test split's mean reward at the last evaluation (best: the highest over all "
-    "evaluations), as mean ± standard error over seeds (no ± with one seed). Budget columns are "
-    "means per run; generated tokens count training, evaluation and reflector output."
+    "Accuracies, pass@k, budgets and wall time are the mean ± standard error over a row's runs, one per seed "
+    "(no ± with one run). The columns hold:"
 )
+WARNING = "Warning:"
+
+
+def legend(board: Leaderboard) -> list[tuple[str, str]]:
+    """(header, what the column holds) for every column of the table, in order."""
+    return [(column.header, column.note) for column in display_columns(board)]
+
+
+def legend_lines(board: Leaderboard) -> list[str]:
+    return [f"- **{header}**: {_escape(note)}." for header, note in legend(board)]
+
+
+def warning_lines(board: Leaderboard) -> list[str]:
+    """A quoted warning above the table for each env whose runs' configs differ (none when they agree)."""
+    lines: list[str] = []
+    for warning in board.config_warnings:
+        lines += [f"> **{WARNING}** {warning.message(code=True)}", ""]
+    return lines
 
 
 def intro(board: Leaderboard) -> str:
@@ -53,7 +71,7 @@ def section_lines(report: Report, section: EnvSection) -> list[str]:
     lines += [
         f"### Best evolved prompt: {lineage.prompt_id}",
         "",
-        f"From the best run of the best prompt-evolving method: {run.method}, seed {run.seed} "
+        f"From the best run (by final test accuracy) of the best prompt-evolving method: {run.method}, seed {run.seed} "
         f"(`{report.relative(run.path)}`). Lineage, the evaluated prompt first and each parent "
         "indented under its child:",
         "",

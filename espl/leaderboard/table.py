@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from espl.leaderboard.collect import RunRecord
+from espl.leaderboard.collect import EvalSize, RunRecord
+from espl.leaderboard.configs import ConfigWarning, config_warnings
 from espl.leaderboard.stats import Estimate, estimate
 
 BUDGET_FIELDS = ("train_rollouts", "train_generated_tokens", "total_generated_tokens", "reflector_calls", "reflector_tokens")
@@ -21,8 +22,13 @@ class LeaderboardRow:
     models: tuple[str, ...]
     seeds: tuple[int, ...]
     final_accuracy: Estimate | None
-    best_accuracy: Estimate | None
+    """Test accuracy at each run's last evaluation: not chosen by its test score, so unbiased."""
+    max_test_accuracy: Estimate | None
+    """Each run's highest test accuracy over its evaluations: chosen on the test set, so optimistic."""
     pass_at: dict[str, Estimate | None]
+    eval_sizes: tuple[EvalSize, ...]
+    """The sizes of the runs' test evaluations, distinct; one unless the runs or evaluations differ."""
+    runs_without_eval_size: int
     budget: dict[str, Estimate | None]
     wall_s: Estimate | None
     hardware: tuple[str, ...]
@@ -42,6 +48,8 @@ class Leaderboard:
     rows: tuple[LeaderboardRow, ...]
     pass_keys: tuple[str, ...]
     """pass@k columns present in any run, by k."""
+    config_warnings: tuple[ConfigWarning, ...] = ()
+    """Per env, the config keys (other than method and seed) on which its merged runs differ."""
 
     @property
     def envs(self) -> list[str]:
@@ -61,7 +69,7 @@ def build_leaderboard(runs: Sequence[RunRecord], title: str) -> Leaderboard:
         groups[run.key].append(run)
     pass_keys = sorted({k for run in runs for k in _metric_block(run, "final") if k.startswith("pass@")}, key=_pass_k)
     rows = sorted((aggregate(group, pass_keys) for group in groups.values()), key=lambda r: r.sort_key)
-    return Leaderboard(title, tuple(rows), tuple(pass_keys))
+    return Leaderboard(title, tuple(rows), tuple(pass_keys), config_warnings(runs))
 
 
 def aggregate(runs: Sequence[RunRecord], pass_keys: Sequence[str] = ()) -> LeaderboardRow:
@@ -73,8 +81,10 @@ def aggregate(runs: Sequence[RunRecord], pass_keys: Sequence[str] = ()) -> Leade
         models=_unique(str(r.summary.get("model", "?")) for r in runs),
         seeds=tuple(r.seed for r in runs),
         final_accuracy=_estimate(runs, "final", "accuracy"),
-        best_accuracy=_estimate(runs, "best", "accuracy"),
+        max_test_accuracy=_estimate(runs, "best", "accuracy"),
         pass_at={key: _estimate(runs, "final", key) for key in pass_keys},
+        eval_sizes=tuple(sorted({size for r in runs for size in r.eval_sizes})),
+        runs_without_eval_size=sum(not r.eval_sizes for r in runs),
         budget={name: estimate([_budget_value(r, name) for r in runs]) for name in BUDGET_FIELDS},
         wall_s=estimate([float(r.summary.get("wall_s", 0.0)) for r in runs]),
         hardware=_unique(hardware_label(r.summary.get("hardware") or {}) for r in runs),
