@@ -1,13 +1,18 @@
 """Bundled datasets: gzipped JSONL files under `envs/data/` (provenance in its README).
 
-Splits are deterministic: a permutation drawn from `numpy.random.default_rng(seed)`.
+Splits are deterministic: a permutation drawn from `numpy.random.default_rng(seed)`. They are
+also disjoint by question *text*, not only by id: a file can hold one problem under two ids
+(DAPO-Math-17k repeats problems; PopQA asks one question text about two films of one title),
+so the math and search loaders pass their (train, test) through `drop_overlap`, which removes
+from the train side whatever the test side asks. The test side is never touched, so reported
+scores stay comparable with the documented test sets. Text is compared by `normalise_text`.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,3 +65,20 @@ def split_rows(rows: Sequence[T], *, test_size: int | float, seed: int = SPLIT_S
     train = [r for i, r in enumerate(rows) if i not in test_idx]
     test = [r for i, r in enumerate(rows) if i in test_idx]
     return train, test
+
+
+def normalise_text(text: str) -> str:
+    """`text` lowercased with every run of whitespace collapsed to one space: what makes two
+    questions "the same" for split disjointness (wording, punctuation and LaTeX still count)."""
+    return " ".join(text.lower().split())
+
+
+def drop_overlap(train: Sequence[T], test: Sequence[T], *, key: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """(kept, dropped): the train rows whose normalised `key` text no test row has, in order,
+    and the ones it removed. Deterministic; the test side is left as it is."""
+    asked = {normalise_text(key(row)) for row in test}
+    kept: list[T] = []
+    dropped: list[T] = []
+    for row in train:
+        (dropped if normalise_text(key(row)) in asked else kept).append(row)
+    return kept, dropped

@@ -90,7 +90,7 @@ def test_step_batch_makes_one_request_through_the_real_client(server_url: str, m
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_check_env_through_the_real_server(server_url: str) -> None:
-    env = gym.make("espl/HotpotQA-ESPL-v0", retriever_url=server_url).unwrapped
+    env = gym.make("espl/HotpotQA-Small-v0", retriever_url=server_url).unwrapped
     check_env(env)
     env.reset(seed=0)
     obs, *_ = env.step("<search>Animorphs</search>")

@@ -139,14 +139,14 @@ def test_invalid_action_gets_a_correction_and_the_episode_continues(retriever: T
 
 def test_invalid_replies_count_toward_the_turn_cap(retriever: TitleRetriever) -> None:
     env = make_env(retriever=retriever, max_searches=4)
-    assert env.max_turns == 6
+    assert env.max_turns == 5
     env.reset(options={"index": 0})
-    for turn in range(1, 6):
+    for turn in range(1, 5):
         obs, _, terminated, _, info = env.step("no tags at all")
         assert not terminated and info["turn"] == turn
-        assert (ANSWER_NOW in obs[-1]["content"]) is (turn == 5)
+        assert (ANSWER_NOW in obs[-1]["content"]) is (turn == 4)
     _, reward, terminated, _, info = env.step("still no tags")
-    assert terminated and reward == 0.0 and info["turn"] == 6 and info["answered"] is False
+    assert terminated and reward == 0.0 and info["turn"] == 5 and info["answered"] is False
 
 
 def test_every_episode_ends_within_max_turns(retriever: TitleRetriever) -> None:
@@ -334,8 +334,11 @@ def test_registry_aliases_and_kind(retriever: TitleRetriever) -> None:
     aliases = {"hotpotqa": "espl/HotpotQA-v0", "2wiki": "espl/2WikiMultiHopQA-v0", "musique": "espl/MuSiQue-v0"}
     for alias, env_id in aliases.items():
         assert info(alias).id == env_id
-    env = make("hotpotqa-espl", split="train", retriever=retriever)
-    assert isinstance(env, SearchEnv) and env.dataset == "hotpotqa_espl" and len(env.tasks) == 196
+    env = make("hotpotqa-small", split="train", retriever=retriever)
+    assert isinstance(env, SearchEnv) and env.dataset == "hotpotqa_small" and len(env.tasks) == 196
+    assert "NQ" in info("hotpotqa-small").description  # says it is not the paper's NQ + HotpotQA mix
+    with pytest.raises(KeyError):
+        info("hotpotqa-espl")
 
 
 def test_observations_stay_in_the_space_with_invisible_characters(retriever: TitleRetriever) -> None:

@@ -14,13 +14,18 @@ for reporting on a full benchmark. Splits are deterministic:
 | math500    | math500                    |   500 | seeded half (250)             | seeded half (250)       |
 | gsm8k      | gsm8k_test                 | 1,319 | seeded half (659)             | seeded half (660)       |
 | hmmt       | hmmt                       |    90 | HMMT Feb 2024 + Feb 2025 (60) | HMMT Nov 2025 (30)      |
-| dapo       | dapo_math_17k_subset2000   | 2,000 | 1,800                         | 200 (seeded)            |
+| dapo       | dapo_math_17k_subset2000   | 2,000 | 1,798 (1,800 less 2 in test)  | 200 (seeded)            |
 
 "Seeded" means `envs.datasets.split_rows(rows, test_size=..., seed=0)`. AIME and HMMT split
 by date instead, so a model is tested on problems newer than those it trained on. DAPO-Math
 is the training set; its 200 held-out problems watch for over-fitting. The other sets are
 evaluation benchmarks: their "all" split is the whole benchmark, and their seeded halves let
 prompt-learning methods tune on one half and report on the other.
+
+Train and test are also disjoint by problem text (`envs.datasets.drop_overlap`: lowercased,
+whitespace collapsed): a train row whose problem a test row also states is dropped from train.
+Only DAPO has such rows, 2 problems that the 2,000-row subset holds under two ids each (the
+subset also repeats 6 problems inside train, left as they are). "all" stays every row.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.base import Task
-from envs.datasets import SPLIT_SEED, load_rows, split_rows
+from envs.datasets import SPLIT_SEED, drop_overlap, load_rows, split_rows
 
 SPLITS = ("train", "test", "all")
 META_FIELDS = ("source", "year", "url", "level", "subject")
@@ -75,17 +80,22 @@ class MathDataset:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} for {self.name}; choose from {SPLITS}")
         train, test = self.splitter(rows)
-        return train if split == "train" else test
+        return drop_overlap(train, test, key=problem_text)[0] if split == "train" else test
 
     def tasks(self, split: str) -> list[Task]:
         return [row_to_task(row, self.name) for row in self.rows(split)]
+
+
+def problem_text(row: Row) -> str:
+    """What the agent is asked: the text that must not recur across a train/test split."""
+    return str(row["problem"])
 
 
 def row_to_task(row: Row, dataset: str) -> Task:
     """One bundled math row (`id`, `problem`, `answer`, ...) as a `Task`."""
     meta = {key: row[key] for key in META_FIELDS if row.get(key) is not None}
     meta["dataset"] = dataset
-    return Task(id=str(row["id"]), question=str(row["problem"]), answers=(str(row["answer"]),), meta=meta)
+    return Task(id=str(row["id"]), question=problem_text(row), answers=(str(row["answer"]),), meta=meta)
 
 
 AIME_YEARS = (2022, 2023, 2024, 2025)

@@ -4,8 +4,10 @@ A tiny model needs tasks where it is right sometimes but not always, or a compar
 methods has nothing to measure; reasoning-gym's generators make that difficulty a parameter.
 
 Splits: one generator (seeded by `seed`) draws a pool of problems; duplicates of a question
-are dropped (small difficulty settings repeat questions), and `envs.datasets.split_rows`
-(seed 0) splits the rest, so no question is in both splits.
+are dropped, the first copy kept (small difficulty settings repeat questions), and
+`envs.datasets.split_rows` (seed 0) splits the rest, so no question is in both splits.
+"Duplicate" means equal after `envs.datasets.normalise_text` (case and whitespace folded),
+the rule every env's splits follow.
 Scoring is the dataset's own `score_answer` on the text inside the last `<answer>` tag, or the
 last `\\boxed{}`, or else the last number in the reply (small models rarely use the tags), or
 else the last line.
@@ -19,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from envs.base import Message, Task, TextEnv
-from envs.datasets import split_rows
+from envs.datasets import normalise_text, split_rows
 
 INSTRUCTION = "Give only the final result inside <answer></answer>, for example <answer>42</answer>."
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -64,7 +66,7 @@ class ReasoningGymEnv(TextEnv):
         self._data = _dataset(dataset, _freeze(config or {}), pool_size, seed)
         unique: dict[str, int] = {}
         for index, entry in enumerate(self._data):
-            unique.setdefault(entry["question"], index)
+            unique.setdefault(normalise_text(entry["question"]), index)
         train_idx, test_idx = split_rows(sorted(unique.values()), test_size=test_fraction)
         if split not in ("train", "test"):
             raise ValueError(f"unknown split {split!r}; use train or test")

@@ -6,12 +6,18 @@ SQuAD-normalised exact match; F1 and whether retrieval ever surfaced the answer 
 
 Turn rules:
 
-- Every agent reply is one turn. At most `max_searches` searches are executed (4 by default).
+- Every agent reply (generation) is one turn. At most `max_searches` searches are executed
+  (4 by default).
 - The reply after the last allowed search (or the reply at the turn cap) is the *final turn*:
   the env's preceding message says so, and a search on it is not executed. Whatever the
   final reply holds, the episode ends there; without an answer it scores 0.
 - A reply with no complete action gets a short corrective message and the episode goes on.
-  Such replies count toward `max_turns` (default ``max_searches + 2``), so every episode ends.
+  Such replies count toward `max_turns`, like every reply.
+- `max_turns` defaults to ``max_searches + 1``: Search-R1's loop of at most 4 turns in which
+  a search runs, then one final generation with search off, so at most 5 generations per
+  episode whatever the replies are (an invalid reply spends one of the search turns, as it
+  does in Search-R1's loop). A larger `max_turns` gives invalid replies room without
+  allowing more searches.
 
 The env's messages use the ``user`` role by default: this protocol feeds results back as
 plain text the model reads, and chat templates differ in whether (and how) they render a
@@ -93,7 +99,7 @@ class SearchEnv(TextEnv):
         self._retriever = retriever
         self.topk = topk
         self.max_searches = max_searches
-        self.max_turns = max_searches + 2 if max_turns is None else max_turns
+        self.max_turns = max_searches + 1 if max_turns is None else max_turns
         if self.max_turns < 1:
             raise ValueError("max_turns must be at least 1")
         self.max_obs_tokens = max_obs_tokens

@@ -9,7 +9,8 @@ ENTRY_POINT = "envs.search.env:SearchEnv"
 # (env id, CLI alias, dataset name in `envs.search.datasets.DATASETS`, description)
 SEARCH_ENVS = (
     ("espl/HotpotQA-v0", "hotpotqa", "hotpotqa", "HotpotQA multi-hop QA with search (500 test questions)"),
-    ("espl/HotpotQA-ESPL-v0", "hotpotqa-espl", "hotpotqa_espl", "HotpotQA, 196 train / 64 test as in the E-SPL paper"),
+    ("espl/HotpotQA-Small-v0", "hotpotqa-small", "hotpotqa_small",
+     "HotpotQA, 196 train / 64 test: E-SPL's search split sizes, HotpotQA only (the paper's mix adds NQ)"),
     ("espl/HotpotQA-Comparison-v0", "hotpotqa-comparison", "hotpotqa_comparison", "HotpotQA comparison questions"),
     ("espl/2WikiMultiHopQA-v0", "2wiki", "2wiki", "2WikiMultiHopQA multi-hop QA with search"),
     ("espl/MuSiQue-v0", "musique", "musique", "MuSiQue-Ans multi-hop QA with search"),
