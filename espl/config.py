@@ -57,8 +57,13 @@ class ReflectorConfig:
     or `hf` / `vllm` / `openai` for a separate engine."""
     model: str = ""
     base_urls: list[str] = field(default_factory=list)
+    api: Literal["chat", "completions"] = "chat"
+    """With the openai engine: chat completions (the server renders the chat template; any
+    endpoint) or completions of locally rendered ids (needs the model's tokenizer here)."""
     temperature: float = 0.7
     max_tokens: int = 256
+    """The limit of every reflector call of every method: GEPA's reflection and each E-SPL
+    stage (whose own budgets are options of the mutation and crossover operators)."""
 
 
 @dataclass
@@ -78,6 +83,12 @@ class EvolutionConfig:
     operator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per operator: its settings (`MutationConfig` / `CrossoverConfig` fields) and `probability`."""
     crossover_probability: float = 0.2
+    children_order: list[str] = field(default_factory=list)
+    """Operators whose children join the population first, in this order (the rest follow in
+    the order they were proposed). E-SPL's reference: crossover, then mutation."""
+    duplicate_scores: Literal["mean", "first"] = "mean"
+    """A prompt drawn into several slots scores the mean over them, or its first slot's score
+    (E-SPL's reference code)."""
     reflect_on_failures: bool = False
     max_problems: int | None = None
     """Mutation reflects on at most this many mixed problems (None: all, as in the paper)."""
@@ -88,7 +99,8 @@ class EvolutionConfig:
     verbatim_words: int = 80
     """Mutation passes a rollout transcript of at most this many words to the critique as it is,
     instead of asking the reflector to summarise it (0: summarise every rollout, as in the paper)."""
-    initial_principles: list[str] = field(default_factory=list)
+    initial_principles: list[str] | None = None
+    """The seed prompt's principles: None for the built-in two, [] for an empty seed prompt."""
     reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
 
 

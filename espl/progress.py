@@ -59,7 +59,7 @@ class LiveProgress:
         rows = [
             ("iterations", summary["iterations"]),
             ("final test accuracy", _pct(final.get("accuracy"))),
-            ("best test accuracy", _pct(best.get("accuracy"))),
+            ("max test accuracy (optimistic)", _pct(best.get("accuracy"))),
             *((k, _pct(v)) for k, v in final.items() if k.startswith("pass@")),
             ("train rollouts", budget["train_rollouts"]),
             ("generated tokens (all)", budget["total_generated_tokens"]),

@@ -49,6 +49,15 @@ COIN_SETTINGS = {
 }
 """The coin scenario: enough iterations and samples for mixed groups and a growing population."""
 
+FIXES: dict[str, tuple[str, ...]] = {
+    **{f"coin--{m}": ("RL groups are one slot's N samples (a prompt in two slots makes two groups), as E-SPL's reference",)
+       for m in ("espl", "rl")},
+    **{f"hotpotqa--{m}": ("at most 5 generations per search episode, as Search-R1 (an invalid action allowed a 6th)",)
+       for m in METHODS},
+}
+"""Scenarios re-recorded after a fix that changed them on purpose, and the fixes: the records
+store the same list (`recorded_after`) and the test checks that both agree."""
+
 FLOAT_TOLERANCE = 1e-4
 """Relative: losses and gradient norms are sums whose last bits depend on the CPU's kernels."""
 
@@ -219,6 +228,7 @@ def main(argv: Sequence[str] = ()) -> int:
                 if chosen and f"{env}--{method}" not in chosen:
                     continue
                 record = run_scenario(env, method, Path(scratch) / f"{env}--{method}")
+                record["recorded_after"] = list(FIXES.get(f"{env}--{method}", ()))
                 with gzip.GzipFile(record_path(env, method), "wb", mtime=0) as handle:
                     handle.write(json.dumps(record, sort_keys=True).encode())
                 print(f"recorded {env}--{method}: {len(record['rollouts'])} rollouts", flush=True)

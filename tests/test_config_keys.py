@@ -48,15 +48,22 @@ ALTERNATIVES: dict[str, tuple[Any, dict[str, Any]]] = {
     "rl.kl.ema_eta": (0.5, {"rl.kl.kind": "topk"}),
     "rl.kl.ema_period": (3, {"rl.kl.kind": "topk"}),
     "rl.norm_tokens": (512, {"rl.loss": "dr_grpo"}),
+    "rl.old_logprobs": ("recompute", {}),
+    "rl.kl.anchor": ("exact", {"rl.kl.kind": "topk"}),
+    "rl.kl.ema_period_unit": ("batch", {"rl.kl.kind": "topk"}),
     "evolution.selection": ("lucb", {}),
     "evolution.selection_options": ({"k": 3.0}, {"evolution.selection": "lucb"}),
     "evolution.eval_prompt": ("newest", {}),
     "evolution.operators": (["mutation"], {}),
     "evolution.operator_options": ({"mutation": {"max_edits_per_problem": 1}}, {}),
-    "evolution.initial_principles": (["Be brief."], {}),
+    "evolution.initial_principles": ([], {}),
     "evolution.reflector.engine": ("hf", {}),
     "evolution.reflector.model": ("tiny-random", {"evolution.reflector.engine": "hf"}),
     "evolution.reflector.base_urls": (["http://127.0.0.1:9"], {"evolution.reflector.engine": "openai"}),
+    "evolution.reflector.api": ("completions", {"evolution.reflector.engine": "openai",
+                                                "evolution.reflector.base_urls": ["http://127.0.0.1:9"]}),
+    "evolution.children_order": (["crossover", "mutation"], {}),
+    "evolution.duplicate_scores": ("first", {}),
 }
 
 

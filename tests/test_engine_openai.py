@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,12 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from engine_contract import CONVERSATIONS, assert_greedy, assert_same_greedy, scorer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from threaded_server import ThreadedServer
 
 from agents.chat import render_prompt_ids
 from agents.engine import SamplingParams
@@ -57,14 +56,8 @@ class ScriptedServer:
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
             ]
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
+        self.served = ThreadedServer(app)
+        self.url = self.served.url
 
     def reset(self) -> None:
         self.max_in_flight = 0
@@ -72,8 +65,7 @@ class ScriptedServer:
         self.bodies.clear()
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.served.stop()
 
     async def _busy(self) -> None:
         self.in_flight += 1
@@ -137,6 +129,7 @@ def tokenizer() -> Any:
 
 def engine_for(urls: list[str], tokenizer: Any, **kwargs: Any) -> OpenAIEngine:
     kwargs.setdefault("backoff", 0.01)
+    kwargs.setdefault("vllm_extras", True)  # the scripted server answers in vLLM's format
     return OpenAIEngine(MODEL, base_urls=urls, tokenizer=tokenizer, **kwargs)
 
 

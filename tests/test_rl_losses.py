@@ -96,6 +96,35 @@ def test_reinforce_is_token_sum_of_minus_advantage_times_ratio() -> None:
     assert out.stats["ratio_min"].item() == pytest.approx(0.5)
 
 
+def test_reinforce_bounds_the_ratio_against_engine_logprobs() -> None:
+    """Truncated importance sampling: a token whose ratio passed `ratio_cap` (2 by default)
+    counts with weight `ratio_cap`, value and gradient, instead of the unbounded ratio."""
+    inputs = _inputs([[1.0, 150.0], [0.001, 3.0]], [2.0, -1.0])
+    out = make_loss("reinforce")(inputs)
+    assert out.loss.item() == pytest.approx(-2 - 2 * 2 + 0.001 + 2)
+    torch.testing.assert_close(_grad(out.loss, inputs), _t([[-2.0, -4.0], [0.001, 2.0]]))
+    assert out.stats["ratio_max"].item() == pytest.approx(150.0)  # the stats still show the raw ratio
+    looser = make_loss("reinforce", ratio_cap=200.0)(inputs)
+    assert looser.loss.item() == pytest.approx(-2 - 300 + 0.001 + 3)
+    unbounded = make_loss("reinforce", ratio_cap=math.inf)(inputs)
+    assert unbounded.loss.item() == pytest.approx(looser.loss.item())
+    with pytest.raises(ValueError, match="ratio_cap"):
+        make_loss("reinforce", ratio_cap=1.0)
+
+
+def test_reinforce_cap_leaves_near_one_ratios_bit_for_bit() -> None:
+    generator = torch.Generator().manual_seed(3)
+    old = -torch.rand(4, 6, generator=generator)
+    logprobs = (old + 1e-5 * torch.randn(4, 6, generator=generator)).requires_grad_()
+    advantages = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    mask = torch.rand(4, 6, generator=generator) > 0.3
+    inputs = LossInputs(logprobs, old, advantages, mask)
+    capped = make_loss("reinforce")(inputs)
+    unbounded = make_loss("reinforce", ratio_cap=math.inf)(inputs)
+    assert torch.equal(capped.loss, unbounded.loss)
+    assert torch.equal(_grad(capped.loss, inputs), _grad(unbounded.loss, inputs))
+
+
 def test_reinforce_on_policy_gradient_equals_plain_reinforce() -> None:
     generator = torch.Generator().manual_seed(0)
     logprobs = (-torch.rand(3, 5, generator=generator, dtype=torch.float64)).requires_grad_()
@@ -193,9 +222,10 @@ def test_cispo_weights_logprobs_by_detached_clipped_ratio() -> None:
     weights = [[0.5, 4.0], [1.0, 1.0]]  # ratio 5 is clipped to 4
     advantages = [1.0, -2.0]
     per_token = [[-weights[b][t] * advantages[b] * logp[b][t] for t in range(2)] for b in range(2)]
-    assert out.loss.item() == pytest.approx(sum(map(sum, per_token)) / 4)
-    # The weight is detached: d/dlogp = -w A / 4, including the clipped token.
-    expected_grad = torch.tensor([[-0.5, -4.0], [2.0, 2.0]], dtype=torch.float64) / 4
+    # Summed over tokens, as Tinker's `cispo` loss computes it (`-(w * logp * A).sum()`).
+    assert out.loss.item() == pytest.approx(sum(map(sum, per_token)))
+    # The weight is detached: d/dlogp = -w A, including the clipped token.
+    expected_grad = torch.tensor([[-0.5, -4.0], [2.0, 2.0]], dtype=torch.float64)
     torch.testing.assert_close(_grad(out.loss, inputs), expected_grad)
     assert out.stats["clip_fraction"].item() == pytest.approx(1 / 4)
     assert out.stats["clip_high_fraction"].item() == pytest.approx(1 / 4)
@@ -241,7 +271,7 @@ def test_registry_names_defaults_and_protocol() -> None:
         "reinforce": ("token_sum", "espl"),
         "grpo": ("seq_mean_token_mean", "grpo"),
         "dr_grpo": ("seq_mean_token_sum_norm", "dr_grpo"),
-        "cispo": ("token_mean", "espl"),
+        "cispo": ("token_sum", "espl"),
         "ema_pg": ("token_mean", "grpo"),
     }
     assert set(available_losses()) == set(expected)

@@ -4,10 +4,13 @@ Two modes:
 
 - ``"completions"`` (default): ``POST /v1/completions`` with the prompt as token ids
   (conversations are rendered locally with the model's chat template, so both prompt kinds
-  give the same ids). With vLLM's server (``vllm_extras=True``) the reply carries the sampled
-  token ids (``return_token_ids``) and each sampled token's logprob (``logprobs=0``), and keeps
-  the matched stop string (``include_stop_str_in_output``): the token-in/token-out contract of
-  the in-process engines, served remotely.
+  give the same ids). With vLLM's server the reply carries the sampled token ids
+  (``return_token_ids``) and each sampled token's logprob (``logprobs=0``), and keeps the
+  matched stop string (``include_stop_str_in_output``): the token-in/token-out contract of
+  the in-process engines, served remotely. Those fields are vLLM's own, so they are sent only
+  to a server that is vLLM: `vllm_extras=None` (the default) asks each base URL once
+  (``GET /version``, which vLLM serves and OpenAI's API does not); True or False says so.
+  A plain server returns text without the stop string and without token ids.
 - ``"chat"``: ``POST /v1/chat/completions`` with the messages, for endpoints that only speak
   chat (hosted APIs, reflector models). Token prompts are refused there.
 
@@ -43,6 +46,8 @@ from agents.models import load_tokenizer
 
 Mode = Literal["completions", "chat"]
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+VLLM_FIELDS = frozenset({"return_token_ids", "include_stop_str_in_output", "skip_special_tokens"})
+"""Request fields only vLLM's server knows (a strict OpenAI-compatible server may refuse them)."""
 
 
 class RequestFailed(Exception):
@@ -66,7 +71,7 @@ class OpenAIEngine:
         timeout: float = 120.0,
         retries: int = 3,
         backoff: float = 0.5,
-        vllm_extras: bool = True,
+        vllm_extras: bool | None = None,
     ) -> None:
         if mode not in ("completions", "chat"):
             raise ValueError("mode must be 'completions' or 'chat'")
@@ -81,6 +86,9 @@ class OpenAIEngine:
         self.retries = retries
         self.backoff = backoff
         self.vllm_extras = vllm_extras
+        """True / False: every server is / is not vLLM; None: ask each one (`is_vllm`)."""
+        self._is_vllm: dict[str, bool] = {}
+        self._detect_lock = threading.Lock()
         self._tokenizer_source = tokenizer if tokenizer is not None else model
         self._tokenizer: Any = None if isinstance(self._tokenizer_source, str) else self._tokenizer_source
         self._tokenizer_missing = False
@@ -105,7 +113,12 @@ class OpenAIEngine:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer, loaded locally on first use (`agents.models.load_tokenizer`)."""
+        """The model's tokenizer, loaded locally on first use (`agents.models.load_tokenizer`).
+
+        In chat mode the server renders and tokenizes, so a hosted model with no local copy
+        is fine: the tokenizer is then None (asked for once, not on every call)."""
+        if self.mode == "chat":
+            return self._local_tokenizer()
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self._tokenizer_source)
         return self._tokenizer
@@ -152,6 +165,7 @@ class OpenAIEngine:
             path, body = self.request(prompt, params, model, row)
             reply = self._post(path, body)
             completions = [self._completion(choice, params) for choice in _by_index(reply.get("choices", []))]
+            _attach_usage(completions, reply.get("usage"))
         except (ValueError, TypeError, KeyError, RequestFailed) as error:
             return [Completion.failed(str(error)) for _ in range(params.n)]
         if params.greedy and len(completions) == 1 and params.n > 1:  # the n greedy samples are one
@@ -174,7 +188,7 @@ class OpenAIEngine:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = request_seed(params.seed, row)
-        if self.vllm_extras:
+        if self.vllm_extras is not False:
             body.update(return_token_ids=True, include_stop_str_in_output=True, skip_special_tokens=True)
         if self.mode == "chat":
             if not is_chat:
@@ -218,6 +232,26 @@ class OpenAIEngine:
             self.requests_per_url[url] += 1
             return url
 
+    def is_vllm(self, url: str) -> bool:
+        """Whether the server at base URL `url` is vLLM (asked once, then remembered)."""
+        if self.vllm_extras is not None:
+            return self.vllm_extras
+        with self._detect_lock:  # one question per server, however many threads send at once
+            if url not in self._is_vllm:
+                root = url[: -len("/v1")] if url.endswith("/v1") else url
+                try:
+                    reply = self._clients[url].get(f"{root}/version", timeout=5.0)
+                    self._is_vllm[url] = reply.status_code == 200 and "version" in reply.json()
+                except (httpx.HTTPError, ValueError, TypeError):
+                    self._is_vllm[url] = False
+            return self._is_vllm[url]
+
+    def _for_server(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` without vLLM's own fields when the server is not vLLM."""
+        if self.is_vllm(url):
+            return body
+        return {key: value for key, value in body.items() if key not in VLLM_FIELDS}
+
     def _release(self, url: str) -> None:
         with self._lock:
             self._in_flight[url] -= 1
@@ -230,7 +264,7 @@ class OpenAIEngine:
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2))
             url = self._pick_url()
             try:
-                response = self._clients[url].post(path, json=body)
+                response = self._clients[url].post(path, json=self._for_server(url, body))
             except httpx.TransportError as error:
                 last = f"{url}{path}: {type(error).__name__}: {error}"
                 continue
@@ -246,6 +280,17 @@ class OpenAIEngine:
             except ValueError:
                 raise RequestFailed(f"{url}{path}: the reply is not JSON: {response.text[:300]}") from None
         raise RequestFailed(f"gave up after {self.retries + 1} attempts; last: {last}")
+
+
+def _attach_usage(completions: list[Completion], usage: Any) -> None:
+    """The server's token counts on a one-choice reply (what a server that returns no token
+    ids says it generated; the reflector's budget counts it)."""
+    if len(completions) != 1 or not isinstance(usage, Mapping):
+        return
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            completions[0].extra[key] = value
 
 
 def _is_conversation(prompt: Prompt) -> bool:

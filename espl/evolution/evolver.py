@@ -7,7 +7,9 @@ After the iteration's rollouts, in order:
 2. Operators, each with its probability (E-SPL: mutation always, crossover with 0.2). The
    coins are drawn from the iteration's generator before anything runs (`start`), so the
    draw does not depend on whether evolution overlaps the weight update.
-3. Children join the population (a FIFO cap may evict the oldest member).
+3. Children join the population (a FIFO cap may evict the oldest member), in the operators'
+   order or in `children_order` (E-SPL's reference adds the crossover child first, so the
+   mutation child is the newest prompt). Ids are handed out as proposals are made.
 
 The reflector's usage of the iteration is counted here and nowhere else: it is reset and
 reseeded from (run seed, iteration) at the start, so a resumed run reflects exactly as the
@@ -16,6 +18,7 @@ uninterrupted one did, and returned with the record for the run's budget.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +30,9 @@ from agents.trajectory import Trajectory
 from espl.evolution.operators.protocol import Operator, OperatorContext
 from espl.evolution.population import Population
 from espl.evolution.rating import RatingSystem
+from espl.evolution.scores import prompt_scores
 from espl.evolution.reflector import Reflector, ReflectorUsage
+from espl.evolution.system_prompt import SystemPrompt
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class Evolver:
         *,
         ratings: RatingSystem | None = None,
         concurrent: bool = False,
+        children_order: Sequence[str] = (),
+        duplicate_scores: str = "mean",
     ) -> None:
         self.population = population
         self.reflector = reflector
@@ -70,6 +77,10 @@ class Evolver:
         self.concurrent = concurrent
         """Whether evolution may overlap the weight update (the reflector does not share the
         policy's model)."""
+        self.duplicate_scores = duplicate_scores
+        """How a prompt in several slots is scored for the match and the operators (`scores.py`)."""
+        self.children_order = list(children_order)
+        """Operator names whose children join first, in this order (the rest follow as proposed)."""
 
     def draw(self, rng: np.random.Generator) -> list[bool]:
         """Which operators run this iteration: a coin from `rng` for each probability below 1."""
@@ -80,11 +91,12 @@ class Evolver:
         step: int,
         prompt_ids: Sequence[str],
         trajectories: Sequence[Trajectory],
-        scores: Mapping[str, float],
+        slots: Sequence[int],
         rng: np.random.Generator,
         seed: int | None,
     ) -> Callable[[], EvolutionStep]:
         """Draw the operators' coins, then evolve now or in a thread; call the result to finish."""
+        scores = prompt_scores(trajectories, slots, self.duplicate_scores)
         chosen = self.draw(rng)
         work = lambda: self.evolve(step, prompt_ids, trajectories, scores, chosen, seed)  # noqa: E731
         if not self.concurrent:
@@ -111,12 +123,14 @@ class Evolver:
                 self.population.record_ratings(step, outcome.after)
             record["match"] = {"ranks": outcome.ranks, "played": outcome.played}
         self.reflector.begin(seed)
+        ids = itertools.count(self.population.next_index)
+        children: list[tuple[str, SystemPrompt]] = []
         for scheduled, runs in zip(self.operators, chosen, strict=True):
             if not runs:
                 continue
             context = OperatorContext(
                 step=step, prompts=[self.population.get(pid) for pid in unique], scores=scores,
-                trajectories=trajectories, reflector=self.reflector, new_id=self.population.new_id,
+                trajectories=trajectories, reflector=self.reflector, new_id=lambda: f"p{next(ids):04d}",
                 ratings=self.ratings,
             )
             proposal = scheduled.operator.propose(context)
@@ -124,5 +138,8 @@ class Evolver:
                 continue
             record[scheduled.operator.name] = proposal.to_record()
             if proposal.child is not None:
-                self.population.add(proposal.child)
+                children.append((scheduled.operator.name, proposal.child))
+        first = {name: rank for rank, name in enumerate(self.children_order)}
+        for _, child in sorted(children, key=lambda item: first.get(item[0], len(first))):
+            self.population.add(child)
         return EvolutionStep(record, self.reflector.usage.copy())

@@ -129,8 +129,9 @@ class Reflector:
     ) -> list[ReflectorReply]:
         """One reply per conversation, in order, from a single `generate` call.
 
-        `max_tokens` overrides the sampling cap for this stage (summaries need fewer tokens
-        than a revision plan); `stop` adds stop strings (kept at the end of the text), so a
+        `max_tokens` is this stage's budget (summaries need fewer tokens than a revision plan),
+        never above the reflector's own `max_tokens`, the limit every method's reflection
+        shares; `stop` adds stop strings (kept at the end of the text), so a
         stage whose answer has a known end does not pay for the rambling after it. With a
         seed in the sampling settings, each batch gets its own seed derived from it, so
         successive stages do not reuse the same noise.
@@ -157,8 +158,8 @@ class Reflector:
 
     def _params(self, max_tokens: int | None) -> SamplingParams:
         params = self.sampling
-        if max_tokens is not None:
-            params = replace(params, max_tokens=max_tokens)
+        if max_tokens is not None:  # a stage's own budget, within the reflector's limit
+            params = replace(params, max_tokens=min(max_tokens, self.sampling.max_tokens))
         if params.seed is not None:
             params = replace(params, seed=params.seed + self.usage.batches)
         return params
@@ -175,11 +176,15 @@ class Reflector:
         if not completion.ok:
             return ReflectorReply.failed(completion.error or "engine error", prompt_tokens)
         text = completion.text if isinstance(completion.text, str) else ""
+        generated = len(completion.token_ids)
+        if not generated and isinstance(completion.extra, dict):  # a server that returns no ids
+            reported_generated = completion.extra.get("completion_tokens")
+            generated = reported_generated if isinstance(reported_generated, int) and reported_generated > 0 else 0
         return ReflectorReply(
             text=text,
             ok=True,
             prompt_tokens=prompt_tokens,
-            completion_tokens=len(completion.token_ids),
+            completion_tokens=generated,
             finish_reason=str(completion.finish_reason),
         )
 

@@ -1,7 +1,7 @@
 """An iteration's scores: the one definition of how well a prompt did on the batch.
 
 A prompt's score is the mean reward of all its rollouts of the iteration, slots and problems
-together. A rollout that ended in an engine error counts 0, whatever an earlier turn earned:
+together (or of its first slot only, as E-SPL's reference code scores a prompt drawn twice). A rollout that ended in an engine error counts 0, whatever an earlier turn earned:
 it is a failure under that prompt, as evaluation accuracy counts it. The TrueSkill match,
 the choice of the prompt to mutate, crossover's winners and the metrics record all read
 these numbers.
@@ -19,11 +19,26 @@ def scored_reward(trajectory: Trajectory) -> float:
     return 0.0 if trajectory.error is not None else float(trajectory.reward)
 
 
-def prompt_scores(trajectories: Iterable[Trajectory]) -> dict[str, float]:
-    """Mean reward per prompt id, in order of first appearance (rollouts without an id: "")."""
+def prompt_scores(
+    trajectories: Iterable[Trajectory], slots: Sequence[int] | None = None, duplicates: str = "mean"
+) -> dict[str, float]:
+    """Mean reward per prompt id, in order of first appearance (rollouts without an id: "").
+
+    A prompt that filled several slots scores the mean over all of them (`duplicates="mean"`)
+    or over its first slot only (`"first"`, E-SPL's reference code); `slots` gives each
+    trajectory's slot."""
+    if duplicates not in ("mean", "first"):
+        raise ValueError(f"duplicates must be 'mean' or 'first', got {duplicates!r}")
+    trajectories = list(trajectories)
+    slot_of = list(slots) if slots is not None else [0] * len(trajectories)
+    first_slot: dict[str, int] = {}
     rewards: dict[str, list[float]] = {}
-    for trajectory in trajectories:
-        rewards.setdefault(trajectory.prompt_id or "", []).append(scored_reward(trajectory))
+    for trajectory, slot in zip(trajectories, slot_of, strict=True):
+        prompt_id = trajectory.prompt_id or ""
+        first_slot.setdefault(prompt_id, slot)
+        if duplicates == "first" and slot != first_slot[prompt_id]:
+            continue
+        rewards.setdefault(prompt_id, []).append(scored_reward(trajectory))
     return {prompt_id: sum(r) / len(r) for prompt_id, r in rewards.items()}
 
 

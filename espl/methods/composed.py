@@ -74,8 +74,7 @@ class ComposedMethod:
         run, evolver, policy = self._run, self.parts.evolver, self.parts.policy
         finish = None
         if evolver is not None:
-            scores = batch.scores
-            finish = evolver.start(batch.iteration, batch.prompt_ids, batch.trajectories, scores, batch.rng,
+            finish = evolver.start(batch.iteration, batch.prompt_ids, batch.trajectories, batch.slots, batch.rng,
                                    run.seed(batch.iteration, Phase.REFLECT))
         if policy is not None:
             started = time.perf_counter()

@@ -43,10 +43,12 @@ class MicroBatch:
     attention_mask: Tensor  # [b, t]
     targets: Tensor  # [b, t] next tokens (0 where padded)
     mask: Tensor  # [b, t] bool, true on policy tokens
-    old_logprobs: Tensor  # [b, t] sampling logprobs of the targets
+    old_logprobs: Tensor  # [b, t] the old policy's logprobs of the targets (the ratio's denominator)
     advantages: Tensor  # [b]
     rows: list[int]  # indices into the step's trajectory list
     prefix: SharedPrefix | None = None
+    sampler_logprobs: Tensor | None = None
+    """[b, t] the engine's sampling logprobs, when `old_logprobs` were recomputed by the trainer."""
 
 
 def micro_batches(
@@ -57,12 +59,16 @@ def micro_batches(
     pad_id: int,
     device: str | torch.device = "cpu",
     share_prefix: bool = True,
+    old_logprobs: Sequence[Sequence[float]] | None = None,
 ) -> Iterator[MicroBatch]:
     """Micro-batches of at most `size` sequences.
 
     Without `share_prefix`: length-sorted (less padding). With it: rows that share their
     prompt (everything before the first policy token) sit together, and a micro-batch that
     holds fewer distinct prompts than rows runs each prompt once (`SharedPrefix`).
+    `old_logprobs` (one list per trajectory, aligned with its token ids) replaces the
+    trajectories' sampling logprobs as the ratio's denominator; those then come along as
+    `sampler_logprobs`.
     """
     length = [len(t.token_ids) for t in trajectories]
     keys = [tuple(t.token_ids[: prefix_cut(t)]) if share_prefix else () for t in trajectories]
@@ -75,9 +81,9 @@ def micro_batches(
         rows = order[start : start + size]
         prefixes = [keys[i] for i in rows]
         if len(set(prefixes)) < len(rows) and all(prefixes):
-            yield _batch(trajectories, advantages, rows, [len(p) for p in prefixes], prefixes, pad_id, device)
+            yield _batch(trajectories, advantages, rows, [len(p) for p in prefixes], prefixes, pad_id, device, old_logprobs)
         else:
-            yield _batch(trajectories, advantages, rows, [0] * len(rows), None, pad_id, device)
+            yield _batch(trajectories, advantages, rows, [0] * len(rows), None, pad_id, device, old_logprobs)
 
 
 def prefix_cut(trajectory: Trajectory) -> int:
@@ -96,6 +102,7 @@ def _batch(
     prefixes: list[tuple[int, ...]] | None,
     pad_id: int,
     device: str | torch.device,
+    old_logprobs: Sequence[Sequence[float]] | None = None,
 ) -> MicroBatch:
     b = len(rows)
     length = max(len(trajectories[i].token_ids) - 1 - cut for i, cut in zip(rows, cuts))
@@ -104,6 +111,7 @@ def _batch(
     attention = torch.zeros((b, length), dtype=torch.long)
     mask = torch.zeros((b, length), dtype=torch.bool)
     old = torch.zeros((b, length), dtype=torch.float32)
+    sampler = torch.zeros((b, length), dtype=torch.float32) if old_logprobs is not None else None
     for r, (i, cut) in enumerate(zip(rows, cuts)):
         t = trajectories[i]
         n = len(t.token_ids) - 1 - cut
@@ -111,7 +119,11 @@ def _batch(
         targets[r, :n] = torch.tensor(t.token_ids[cut + 1 :])
         attention[r, :n] = 1
         mask[r, :n] = torch.tensor(t.loss_mask[cut + 1 :], dtype=torch.bool)
-        old[r, :n] = torch.tensor(t.logprobs[cut + 1 :], dtype=torch.float32)
+        if old_logprobs is None:
+            old[r, :n] = torch.tensor(t.logprobs[cut + 1 :], dtype=torch.float32)
+        else:
+            old[r, :n] = torch.tensor(old_logprobs[i][cut + 1 :], dtype=torch.float32)
+            sampler[r, :n] = torch.tensor(t.logprobs[cut + 1 :], dtype=torch.float32)  # type: ignore[index]
     shared = None
     if prefixes is not None:
         distinct = list(dict.fromkeys(prefixes))
@@ -133,6 +145,7 @@ def _batch(
         torch.tensor([float(advantages[i]) for i in rows], device=device),
         rows,
         shared,
+        None if sampler is None else sampler.to(device),
     )
 
 

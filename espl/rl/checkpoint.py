@@ -1,4 +1,4 @@
-"""Trainer checkpoints: adapters, optimizer, EMA anchor, RNG states and the step counter.
+"""Trainer checkpoints: adapters, optimizer, EMA anchor, RNG states and the step counters.
 
 A checkpoint is a folder written atomically (`espl.files.atomic`), so a run killed mid-save
 leaves the previous checkpoint intact. Loading restores every RNG, so the next step after a
@@ -6,7 +6,8 @@ resume computes the same loss as the uninterrupted run.
 
 A run directory is data: the state file is read with `torch.load(weights_only=True)`, which
 builds tensors and plain containers only and refuses anything that would run code. Every
-RNG state is stored in those terms (numpy's as a tensor and numbers).
+RNG state is stored in those terms (numpy's as a tensor and numbers), and so is the EMA
+anchor: the factor anchor is the `anchor` adapter, the exact one a dict of per-layer deltas.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ def save_checkpoint(trainer: Any, directory: str | Path, extra: dict[str, Any] |
                 "adapters": adapters,
                 "optimizer": trainer.optimizer.state_dict(),
                 "step": trainer.step_count,
+                "optimizer_steps": trainer.optimizer_steps,
+                "trained_batches": trainer.trained_batches,
                 "rng": rng_state(),
                 "extra": extra or {},
+                **({"anchor": trainer.anchor.state_dict()} if getattr(trainer, "anchor", None) is not None else {}),
             },
             staging / STATE_FILE,
         )
@@ -104,8 +108,17 @@ def _restore(trainer: Any, state: Any) -> None:
                 raise KeyError(f"checkpoint lacks {len(missing)} tensors of adapter {adapter!r}")
             for name, tensor in tensors.items():
                 target[name].copy_(tensor)
+    anchor, saved = getattr(trainer, "anchor", None), state.get("anchor")
+    if anchor is not None:
+        # Checkpoints from before the exact anchor hold the factor anchor's adapter only.
+        anchor.load_state_dict(saved if saved is not None else {"kind": "factors"})
+    elif saved is not None:
+        raise ValueError(f"the checkpoint holds an EMA anchor ({saved.get('kind')!r}) that this trainer does not use")
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.step_count = int(state["step"])
+    # Before mini-batches a batch was at most one step: the batch count is the best guess.
+    trainer.optimizer_steps = int(state.get("optimizer_steps", state["step"]))
+    trainer.trained_batches = int(state.get("trained_batches", trainer.optimizer_steps))
     set_rng_state(state["rng"])
 
 

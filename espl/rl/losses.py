@@ -10,24 +10,33 @@ Every loss maps the same `LossInputs` to a scalar loss and a dict of detached st
   are false and may hold any value, even inf or nan.
 - `kl` [B, T], optional: a per-token KL term (from `espl.rl.kl`) that carries its own
   gradient; it is aggregated like the policy term and added as `kl_coef * aggregate(kl)`.
+- `weights` [B, T], optional: a detached per-token weight on the policy term (not on the KL):
+  the trainer's truncated importance weight min(pi_old / pi_engine, C) when the old logprobs
+  are recomputed by the trainer (`TrainerConfig.old_logprobs = "recompute"`).
 
 Losses (per-token terms before aggregation; A the advantage, eps_lo / eps_hi the clip range):
 
 | name        | per-token term                                      | default aggregation       |
 |-------------|-----------------------------------------------------|---------------------------|
-| `reinforce` | `-A * ratio`                                        | `token_sum`               |
+| `reinforce` | `-A * min(ratio, ratio_cap)` (truncated IS)         | `token_sum`               |
 | `grpo`      | `-min(ratio A, clip(ratio, 1-eps_lo, 1+eps_hi) A)`  | `seq_mean_token_mean`     |
 | `dr_grpo`   | same as `grpo`                                      | `seq_mean_token_sum_norm` |
-| `cispo`     | `-sg(clip(ratio, r_min, r_max)) * A * logprobs`     | `token_mean`              |
+| `cispo`     | `-sg(clip(ratio, r_min, r_max)) * A * logprobs`     | `token_sum`               |
 | `ema_pg`    | same as `grpo`, plus `kl_coef * KL` (required)      | `token_mean`              |
 
 `reinforce` is E-SPL's loss: on policy (`old_logprobs == logprobs`) its gradient is exactly
 REINFORCE's `-A grad logprobs`, and slightly off policy (engine and trainer numerics differ)
-the ratio corrects for it. See `espl.rl.aggregation` for what each aggregation means.
+the ratio corrects for it. The ratio is truncated at `ratio_cap` (2, as TIS does), so a token
+the engine found far less likely than the trainer does cannot dominate the step; today's
+near-1 ratios are far below it and compute bit for bit as the untruncated form. `cispo` sums
+over tokens as Tinker's `cispo` loss does (`-(sg(clip(ratio)) * logprobs * A).sum()`), the
+hosted API E-SPL's reference code trained on. See `espl.rl.aggregation` for what each
+aggregation means.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -53,6 +62,7 @@ class LossInputs:
     advantages: Tensor
     mask: Tensor
     kl: Tensor | None = None
+    weights: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -115,11 +125,16 @@ class PolicyLossBase(ABC):
         advantages = masked_values(advantages, mask)
 
         terms = self.token_terms(logprobs, log_ratio, advantages, mask)
-        pg_loss = aggregate_tokens(
-            terms.per_token, mask, self.aggregation, max_tokens=self.max_tokens
-        )
-        loss = pg_loss
+        per_token = terms.per_token
         stats = dict(terms.stats)
+        if inputs.weights is not None:
+            if inputs.weights.shape != mask.shape:
+                raise ValueError(f"weights {tuple(inputs.weights.shape)} must be [B, T] like the mask")
+            weights = masked_values(inputs.weights.detach().to(per_token.dtype), mask)
+            per_token = per_token * weights
+            stats.update(_extremes("tis_weight", weights, mask))
+        pg_loss = aggregate_tokens(per_token, mask, self.aggregation, max_tokens=self.max_tokens)
+        loss = pg_loss
         if inputs.kl is not None:
             if inputs.kl.shape != mask.shape:
                 raise ValueError(f"kl {tuple(inputs.kl.shape)} must be [B, T] like the mask")
@@ -134,19 +149,27 @@ class PolicyLossBase(ABC):
 
         with torch.no_grad():
             ratio = log_ratio.exp()
-            big = torch.finfo(ratio.dtype).max
             stats.update(
                 loss=loss.detach(),
                 pg_loss=pg_loss.detach(),
-                ratio_mean=token_mean(ratio, mask),
-                ratio_max=torch.where(mask, ratio, -big).max(),
-                ratio_min=torch.where(mask, ratio, big).min(),
+                **_extremes("ratio", ratio, mask),
                 # K3 estimate of KL(old || current) from tokens sampled by the old policy.
                 approx_kl=token_mean(ratio - 1.0 - log_ratio, mask),
                 advantage_mean=token_mean(advantages, mask),
                 num_tokens=mask.sum(),
             )
         return LossOutput(loss=loss, stats=stats)
+
+
+def _extremes(name: str, values: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """`{name}_mean`, `_max` and `_min` of `values` [B, T] over the unmasked tokens."""
+    with torch.no_grad():
+        big = torch.finfo(values.dtype).max
+        return {
+            f"{name}_mean": token_mean(values, mask),
+            f"{name}_max": torch.where(mask, values, -big).max(),
+            f"{name}_min": torch.where(mask, values, big).min(),
+        }
 
 
 def _checked_mask_and_advantages(inputs: LossInputs) -> tuple[Tensor, Tensor]:
@@ -210,14 +233,33 @@ def make_loss(name: str, **options: object) -> PolicyLossBase:
 @register_loss("reinforce", advantage_mode="espl")
 @dataclass(frozen=True)
 class ReinforceLoss(PolicyLossBase):
-    """`-A * exp(logprobs - sg(old_logprobs))` per token, E-SPL's token-sum REINFORCE."""
+    """`-A * exp(logprobs - sg(old_logprobs))` per token, E-SPL's token-sum REINFORCE, with
+    the ratio truncated at `ratio_cap` (truncated importance sampling).
+
+    Against engine logprobs the ratio is 1 up to kernel round-off (1 +- 2e-5 on the `hf`
+    engine), but a sampler whose numerics differ (bf16 vLLM) can give a token a ratio of
+    hundreds, which would then outweigh the rest of the batch. Above the cap a token counts
+    as `cap * r / sg(r)`: value `cap`, gradient `cap * grad logprobs` (TIS's min(r, C) weight
+    on the score function). Below it the term is computed exactly as before. `inf` turns the
+    truncation off.
+    """
 
     aggregation: str = "token_sum"
+    ratio_cap: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.ratio_cap > 1.0:
+            raise ValueError(f"ratio_cap must be > 1 (on-policy ratios are 1), got {self.ratio_cap}")
 
     def token_terms(
         self, logprobs: Tensor, log_ratio: Tensor, advantages: Tensor, mask: Tensor
     ) -> TokenTerms:
-        return TokenTerms(per_token=-advantages * log_ratio.exp(), stats={})
+        ratio = log_ratio.exp()
+        if self.ratio_cap != math.inf:
+            score = torch.exp(log_ratio - log_ratio.detach())  # 1, with the gradient of logprobs
+            ratio = torch.where(ratio > self.ratio_cap, self.ratio_cap * score, ratio)
+        return TokenTerms(per_token=-advantages * ratio, stats={})
 
 
 @register_loss("grpo", advantage_mode="grpo")
@@ -267,10 +309,12 @@ class CISPOLoss(PolicyLossBase):
     """`-sg(clip(ratio, ratio_min, ratio_max)) * A * logprobs` (CISPO; E-SPL's [0, 4] option).
 
     Clipping the detached importance weight, not the update, keeps a gradient on every token,
-    including rare ones whose ratio moved far.
+    including rare ones whose ratio moved far. Summed over tokens like Tinker's `cispo` loss
+    (E-SPL's reference called it there); the CISPO paper's token mean is
+    `aggregation="token_mean"`.
     """
 
-    aggregation: str = "token_mean"
+    aggregation: str = "token_sum"
     ratio_min: float = 0.0
     ratio_max: float = 4.0
 

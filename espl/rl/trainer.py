@@ -1,12 +1,19 @@
-"""The LoRA policy-gradient trainer: one optimizer step per iteration from trajectories.
+"""The LoRA policy-gradient trainer: from one batch of trajectories to one or more optimizer steps.
 
 The trainer updates the same in-process model the `hf` engine samples from, so the next
 rollout already uses the new weights; for engines that load adapters from disk (`vllm`),
 `publish()` writes the adapter and returns an `Adapter` with a new version.
 
+By default a batch is one optimizer step (E-SPL). `mini_batches` and `epochs` make it several
+(EMA-PG's search runs, PPO's update epochs; see `espl.rl.updates`): the old logprobs, the
+denominator of every importance ratio, are fixed before the batch's first step, either the
+engine's sampling logprobs or the trainer's own recomputed once (`old_logprobs`). EMA-PG's
+anchor (`espl.rl.anchor`) moves after every P-th optimizer step (or P-th batch that took one,
+`ema_period_unit`), counted over the whole run: a batch whose groups were all dropped takes
+no step and does not count, so no update is lost to it.
+
 Memory stays bounded by the micro-batch: each micro-batch's loss is scaled by its share of
-the batch's normaliser (tokens or sequences, depending on the aggregation), so gradient
-accumulation over micro-batches gives exactly the full-batch gradient.
+the step's normaliser, so gradient accumulation gives exactly the mini-batch's gradient.
 """
 
 from __future__ import annotations
@@ -17,16 +24,15 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from agents.engine import Adapter
 from agents.trajectory import Trajectory
-from espl.rl import batching
+from espl.rl import batching, updates
 from espl.rl.advantages import compute_advantages
-from espl.rl.ema import ema_update_
+from espl.rl.anchor import ANCHOR_KINDS, make_anchor
 from espl.rl.kl import k3_kl, sampling_topk_ids, topk_reverse_kl_from_logits
-from espl.rl.lora import ANCHOR, POLICY, adapter_tensors, attach_lora, publish_adapter
-from espl.rl.losses import LossInputs, make_loss
+from espl.rl.lora import POLICY, adapter_tensors, attach_lora, publish_adapter
+from espl.rl.losses import LossInputs, LossOutput, make_loss
 from espl.rl.settings import TrainerConfig
 
 
@@ -36,29 +42,48 @@ class LoRATrainer:
         publish_dir: str | None = None,
     ):
         self.config = config or TrainerConfig()
+        _check(self.config)
         kl = self.config.kl
-        if kl.kind not in ("none", "k3", "topk"):
-            raise ValueError(f"unknown KL kind {kl.kind!r}")
         options = dict(self.config.loss_options)
         if kl.kind != "none":
             options.setdefault("kl_coef", kl.coef)
         self.loss = make_loss(self.config.loss, **options)
         self.advantage_mode = self.config.advantage_mode or self.loss.default_advantage_mode
-        self.model = attach_lora(model, self.config.lora, with_anchor=kl.kind == "topk", seed=seed)
+        with_factors = kl.kind == "topk" and kl.anchor == "factors"
+        self.model = attach_lora(model, self.config.lora, with_anchor=with_factors, seed=seed)
+        self.anchor = make_anchor(self.model, kl.anchor) if kl.kind == "topk" else None
         self.device = next(self.model.parameters()).device
         self.pad_id = pad_id
+        self.seed = seed
         self.parameters = list(adapter_tensors(self.model, POLICY).values())
         self.optimizer = torch.optim.Adam(
             self.parameters, lr=self.config.lr, betas=self.config.betas, eps=self.config.eps,
             weight_decay=self.config.weight_decay,
         )
         self.step_count = 0
+        """Batches seen (`step` calls), skipped ones included: the adapter's version."""
+        self.optimizer_steps = 0
+        """Optimizer steps taken: what the EMA period P counts (by default)."""
+        self.trained_batches = 0
+        """Batches that took at least one optimizer step: what P counts with `ema_period_unit="batch"`."""
         self.publish_dir = publish_dir
         """Where `published_adapter` writes (engines that load adapters from disk read it there)."""
 
-    # -- one update ----------------------------------------------------------------------
+    @property
+    def steps_per_batch(self) -> int:
+        return self.config.mini_batches * self.config.epochs
+
+    # -- one batch -----------------------------------------------------------------------
     def step(self, trajectories: Sequence[Trajectory], group_keys: Sequence[Hashable]) -> dict[str, float]:
-        """Advantages per group, the loss over all kept sequences, one optimizer step."""
+        """Advantages per group, then `epochs` x `mini_batches` optimizer steps on the kept sequences.
+
+        Runs that take one step per batch without an EMA anchor (E-SPL's) report exactly the
+        stats they always did; the others add `optimizer_steps` (this batch's), and with the
+        anchor `anchor_updates` (this batch's) and the top-k KL's importance weight
+        `kl_is_weight_{mean,max,min}`; with recomputed old logprobs the sampler correction
+        `tis_weight_{mean,max,min}`. A loss with a clip reports `clip_fraction` (the mean over
+        the batch's steps; the first step's is 0 on policy).
+        """
         started = time.perf_counter()
         rewards = [t.reward for t in trajectories]
         adv = compute_advantages(rewards, group_keys, self.advantage_mode)
@@ -67,54 +92,121 @@ class LoRATrainer:
         self.step_count += 1
         if not kept:
             stats.update(skipped=1.0, step=float(self.step_count), update_s=time.perf_counter() - started)
+            stats.update(self._schedule_stats(0, 0))
             return stats
         chosen = [trajectories[i] for i in kept]
         advantages = [float(adv.advantages[i]) for i in kept]
-        totals = _normalisers(chosen)
         if self.loss.aggregation == "seq_mean_token_sum_norm":
             norm = self.config.norm_tokens or max(len(t.token_ids) - 1 for t in chosen)
             self.loss = dataclasses.replace(self.loss, max_tokens=norm)
+        old = self._recompute_old_logprobs(chosen) if self.config.old_logprobs == "recompute" else None
+        schedule = updates.mini_batch_rows(len(chosen), self.config.mini_batches, self.config.epochs,
+                                           seed=f"{self.seed}:{self.step_count}")
+        steps, grad_norms, anchor_updates = [], [], 0
+        for rows in schedule:
+            sums, grad_norm, moved = self._optimizer_step(
+                [chosen[i] for i in rows], [advantages[i] for i in rows], None if old is None else [old[i] for i in rows])
+            steps.append(sums)
+            grad_norms.append(grad_norm)
+            anchor_updates += moved
+        self.trained_batches += 1
+        if self._anchor_due("batch", self.trained_batches):
+            self.anchor.update(self.config.kl.ema_eta)  # type: ignore[union-attr]
+            anchor_updates += 1
+        stats.update(updates.combine_steps(steps, self.config.epochs))
+        stats.update(
+            grad_norm=sum(grad_norms) / len(grad_norms), step=float(self.step_count),
+            tokens=float(updates.normalisers(chosen)["tokens"]), update_s=time.perf_counter() - started,
+        )
+        stats.update(self._schedule_stats(len(schedule), anchor_updates))
+        return stats
+
+    def _schedule_stats(self, optimizer_steps: int, anchor_updates: int) -> dict[str, float]:
+        out = {}
+        if self.steps_per_batch > 1 or self.anchor is not None:
+            out["optimizer_steps"] = float(optimizer_steps)
+        if self.anchor is not None:
+            out["anchor_updates"] = float(anchor_updates)
+        return out
+
+    def _optimizer_step(
+        self, chosen: list[Trajectory], advantages: list[float], old: list[list[float]] | None
+    ) -> tuple[dict[str, float], float, int]:
+        """One optimizer step on a mini-batch; returns its stats, gradient norm and whether the anchor moved."""
+        totals = updates.normalisers(chosen)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for batch in batching.micro_batches(chosen, advantages, self.config.micro_batch_size, pad_id=self.pad_id,
-                                            device=self.device, share_prefix=self.config.share_prefix):
+                                            device=self.device, share_prefix=self.config.share_prefix,
+                                            old_logprobs=old):
             output = self._micro_loss(batch)
-            weight = _micro_weight(self.loss.aggregation, batch.mask, totals)
+            weight = updates.micro_weight(self.loss.aggregation, batch.mask, totals)
             (output.loss * weight).backward()
             token_share = float(batch.mask.sum()) / max(totals["tokens"], 1)
-            _accumulate_stats(sums, output.stats, loss_weight=weight, token_share=token_share)
+            updates.accumulate_stats(sums, output.stats, loss_weight=weight, token_share=token_share)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
         self.optimizer.step()
         self.model.eval()
-        if self.config.kl.kind == "topk" and self.step_count % self.config.kl.ema_period == 0:
-            ema_update_(adapter_tensors(self.model, ANCHOR), adapter_tensors(self.model, POLICY), self.config.kl.ema_eta)
-        stats.update(sums)
-        stats.update(
-            grad_norm=float(grad_norm), step=float(self.step_count), tokens=float(totals["tokens"]),
-            update_s=time.perf_counter() - started,
-        )
-        return stats
+        self.optimizer_steps += 1
+        moved = self._anchor_due("step", self.optimizer_steps)
+        if moved:
+            self.anchor.update(self.config.kl.ema_eta)  # type: ignore[union-attr]
+        return sums, float(grad_norm), int(moved)
 
-    def _micro_loss(self, batch: batching.MicroBatch):
+    def _anchor_due(self, unit: str, count: int) -> bool:
+        """Whether the EMA anchor moves now: P counts `unit`s, and `count` of them are done."""
+        kl = self.config.kl
+        return self.anchor is not None and kl.ema_period_unit == unit and count % kl.ema_period == 0
+
+    @torch.no_grad()
+    def _recompute_old_logprobs(self, chosen: list[Trajectory]) -> list[list[float]]:
+        """The trainer's logprobs of every policy token under the weights before this batch's
+        first step (aligned with each trajectory's token ids; other positions keep the engine's)."""
+        self.model.eval()
+        out = [list(t.logprobs) for t in chosen]
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        for batch in batching.micro_batches(chosen, [0.0] * len(chosen), self.config.micro_batch_size,
+                                            pad_id=self.pad_id, device=self.device,
+                                            share_prefix=self.config.share_prefix):
+            with autocast:
+                hidden = batching.masked_hidden(self.model, batch)
+            values = batching.token_logprobs(self.model, hidden, batch.targets[batch.mask],
+                                             temperature=self.config.temperature).tolist()
+            start = 0
+            for r, i in enumerate(batch.rows):
+                positions = updates.masked_positions(chosen[i])
+                count = int(batch.mask[r].sum())
+                if count != len(positions):
+                    raise AssertionError(f"row {i}: {count} policy targets in the batch, {len(positions)} in the mask")
+                for position, value in zip(positions, values[start : start + count]):
+                    out[i][position] = value
+                start += count
+        return out
+
+    def _micro_loss(self, batch: batching.MicroBatch) -> LossOutput:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
         temperature = self.config.temperature
         targets = batch.targets[batch.mask]
+        old_rows = batch.old_logprobs[batch.mask]
         with autocast:
             hidden = batching.masked_hidden(self.model, batch)
-        kl = None
-        if self.config.kl.kind == "topk":
+        kl, extra = None, {}
+        if self.anchor is not None:
             head = batching.output_layer(self.model)
             logits = head(hidden).float() / temperature
             logprobs_rows = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-            with torch.no_grad(), _adapter(self.model, ANCHOR), autocast:
+            with torch.no_grad(), self.anchor.active(), autocast:
                 anchor_logits = head(batching.masked_hidden(self.model, batch)).float() / temperature
-            old_rows = batch.old_logprobs[batch.mask]
             kl_rows = topk_reverse_kl_from_logits(
                 logits[None], anchor_logits[None], targets[None], old_rows[None],
                 sampling_topk_ids(logits[None], self.config.kl.topk), form=self.config.kl.form,
             )[0]
             kl = batching.scatter_rows(kl_rows, batch.mask)
+            with torch.no_grad():  # the top-k KL's s = sg(pi(p) / pi_old(p)) on every policy token
+                weight = (logprobs_rows.detach() - old_rows).exp()
+                extra = {"kl_is_weight_mean": weight.mean(), "kl_is_weight_max": weight.max(),
+                         "kl_is_weight_min": weight.min()}
         else:
             logprobs_rows = batching.token_logprobs(self.model, hidden, targets, temperature=temperature)
             if self.config.kl.kind == "k3":
@@ -123,7 +215,12 @@ class LoRATrainer:
                     ref_rows = batching.token_logprobs(self.model, ref_hidden, targets, temperature=temperature)
                 kl = batching.scatter_rows(k3_kl(logprobs_rows, ref_rows), batch.mask)
         logprobs = batching.scatter_rows(logprobs_rows, batch.mask)
-        return self.loss(LossInputs(logprobs, batch.old_logprobs, batch.advantages, batch.mask, kl))
+        weights = None
+        if batch.sampler_logprobs is not None:  # min(pi_old / pi_engine, C): the sampler/trainer correction
+            weights = (batch.old_logprobs - batch.sampler_logprobs).exp().clamp(max=self.config.tis_cap)
+        output = self.loss(LossInputs(logprobs, batch.old_logprobs, batch.advantages, batch.mask, kl, weights))
+        output.stats.update(extra)
+        return output
 
     # -- hand-off to engines -------------------------------------------------------------
     def publish(self, directory: str) -> Adapter:
@@ -141,55 +238,22 @@ class LoRATrainer:
         return self.publish(self.publish_dir)
 
 
-class _adapter:
-    """Context manager: run the peft model with another adapter active, then switch back."""
-
-    def __init__(self, model: Any, name: str):
-        self.model, self.name = model, name
-
-    def __enter__(self) -> None:
-        self.previous = self.model.active_adapter
-        self.model.set_adapter(self.name)
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.set_adapter(self.previous)
-        # set_adapter marks only the active adapter trainable; keep the anchor frozen.
-        for tensor in adapter_tensors(self.model, ANCHOR).values():
-            tensor.requires_grad_(False)
-
-
-LOSS_STATS = frozenset({"loss", "pg_loss", "kl_loss"})
-"""Stats that add up across micro-batches like the loss does (with its weights)."""
-
-
-def _accumulate_stats(sums: dict[str, float], stats: dict[str, Tensor], *, loss_weight: float, token_share: float) -> None:
-    """Fold one micro-batch's stats into the step's: loss terms as the loss, extremes as
-    extremes, counts as sums and per-token means weighted by the micro-batch's tokens."""
-    for key, tensor in stats.items():
-        value = float(tensor)
-        if key in LOSS_STATS:
-            sums[key] = sums.get(key, 0.0) + value * loss_weight
-        elif key.endswith("_max"):
-            sums[key] = max(sums.get(key, value), value)
-        elif key.endswith("_min"):
-            sums[key] = min(sums.get(key, value), value)
-        elif key.startswith("num_"):
-            sums[key] = sums.get(key, 0.0) + value
-        else:
-            sums[key] = sums.get(key, 0.0) + value * token_share
-
-
-def _normalisers(trajectories: Sequence[Trajectory]) -> dict[str, int]:
-    """Batch totals that token/sequence means divide by (targets are ids[1:])."""
-    tokens = sum(sum(t.loss_mask[1:]) for t in trajectories)
-    sequences = sum(1 for t in trajectories if sum(t.loss_mask[1:]) > 0)
-    return {"tokens": tokens, "sequences": sequences}
-
-
-def _micro_weight(aggregation: str, mask: Tensor, totals: dict[str, int]) -> float:
-    """This micro-batch's share of the batch normaliser, so accumulated grads equal full-batch."""
-    if aggregation == "token_sum":
-        return 1.0
-    if aggregation == "token_mean":
-        return float(mask.sum()) / max(totals["tokens"], 1)
-    return float((mask.sum(dim=1) > 0).sum()) / max(totals["sequences"], 1)
+def _check(config: TrainerConfig) -> None:
+    """Settings the trainer cannot run with, refused before the model is touched."""
+    kl = config.kl
+    if kl.kind not in ("none", "k3", "topk"):
+        raise ValueError(f"unknown KL kind {kl.kind!r}")
+    if kl.anchor not in ANCHOR_KINDS:
+        raise ValueError(f"unknown EMA anchor {kl.anchor!r}; expected one of {ANCHOR_KINDS}")
+    if kl.ema_period < 1:
+        raise ValueError(f"ema_period must be at least 1, got {kl.ema_period}")
+    if kl.ema_period_unit not in ("step", "batch"):
+        raise ValueError(f"ema_period_unit must be 'step' or 'batch', got {kl.ema_period_unit!r}")
+    if config.mini_batches < 1:
+        raise ValueError(f"mini_batches must be at least 1, got {config.mini_batches}")
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
+    if config.old_logprobs not in ("engine", "recompute"):
+        raise ValueError(f"old_logprobs must be 'engine' or 'recompute', got {config.old_logprobs!r}")
+    if not config.tis_cap >= 1.0:
+        raise ValueError(f"tis_cap must be at least 1 (on-policy weights are 1), got {config.tis_cap}")

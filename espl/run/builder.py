@@ -146,4 +146,5 @@ def build_evolver(run: Run, population: Population, *, rated: bool, operators: S
     return Evolver(
         population, build_reflector(run), scheduled, ratings=run.ratings if rated else None,
         concurrent=plan.reflector is not None,  # a reflector of its own may overlap the update
+        children_order=plan.evolver["children_order"], duplicate_scores=plan.evolver["duplicate_scores"],
     )

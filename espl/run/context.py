@@ -158,7 +158,7 @@ class Run(RunRecords):
         if self.resumed and self.prompt_log.path.exists():
             return load_prompt_log(self.prompt_log.path, up_to_step=self.state.iteration)
         population = Population(capacity=capacity or evolution.capacity, window_size=evolution.window)
-        principles = evolution.initial_principles or list(DEFAULT_PRINCIPLES)
+        principles = list(DEFAULT_PRINCIPLES) if evolution.initial_principles is None else evolution.initial_principles
         population.create(principles, step=0, rating=self.ratings.fresh() if rated else None)
         self.prompt_log.append_step(population, 0)
         return population

@@ -39,6 +39,13 @@ class IterationBatch:
     """Slot-major, then problem, then sample."""
     rng: np.random.Generator
     """The iteration's generator, after the problems and the prompts were drawn."""
+    samples_per_problem: int = 1
+
+    @property
+    def slots(self) -> list[int]:
+        """The slot of each trajectory (they come slot-major: B problems x N samples per slot)."""
+        per_slot = max(len(self.problems) * self.samples_per_problem, 1)
+        return [index // per_slot for index in range(len(self.trajectories))]
 
     @property
     def scores(self) -> dict[str, float]:
@@ -46,9 +53,13 @@ class IterationBatch:
         return prompt_scores(self.trajectories)
 
     @property
-    def group_keys(self) -> list[tuple[str | None, str]]:
-        """The RL group of each trajectory: (prompt id, problem)."""
-        return [(t.prompt_id, t.task_id) for t in self.trajectories]
+    def group_keys(self) -> list[tuple[int, str]]:
+        """The RL group of each trajectory: its slot's N samples of one problem.
+
+        Keyed by slot, not by prompt: a prompt that fills several slots (every slot under
+        `rl`, a prompt drawn twice under `espl`) gives one group of N per slot, as E-SPL's
+        reference does, so the RL-only baseline gets no larger groups than E-SPL."""
+        return [(slot, t.task_id) for slot, t in zip(self.slots, self.trajectories)]
 
 
 class IterativeMethod(Protocol):
@@ -121,7 +132,7 @@ class IterationLoop:
         started = time.perf_counter()
         trajectories = run.train_rollouts(episodes, i)
         rollout_s = time.perf_counter() - started
-        batch = IterationBatch(i, list(prompt_ids), problems, trajectories, rng)
+        batch = IterationBatch(i, list(prompt_ids), problems, trajectories, rng, config.samples_per_problem)
         record: dict[str, Any] = {
             "iteration": i,
             "prompts": list(prompt_ids),

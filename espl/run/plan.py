@@ -53,6 +53,8 @@ class RunPlan:
     selection: tuple[str, dict[str, Any]]
     eval_prompt: str
     operators: tuple[OperatorSpec, ...]
+    evolver: dict[str, Any]
+    """How the evolver adds children and scores prompts drawn twice."""
     reflector: EngineSpec | None
     """None: the policy's own engine with its adapter off."""
     reflector_sampling: SamplingParams
@@ -85,10 +87,12 @@ def plan_run(config: RunConfig) -> RunPlan:
         train_rollout=rollout_config(config, policy.temperature),
         eval_rollout=rollout_config(config, config.eval_temperature),
         population={"capacity": evolution.capacity, "window": evolution.window,
-                    "initial_principles": tuple(evolution.initial_principles)},
+                    "initial_principles": None if evolution.initial_principles is None
+                    else tuple(evolution.initial_principles)},
         selection=_selection(config),
         eval_prompt=evolution.eval_prompt,
         operators=operator_specs(config, evolution.operators),
+        evolver=_evolver(config),
         reflector=_reflector(config),
         reflector_sampling=reflector_sampling(config),
     )
@@ -204,7 +208,12 @@ def rollout_config(config: RunConfig, temperature: float) -> RolloutConfig:
 
 
 def _trainer(config: RunConfig) -> TrainerConfig:
-    """The trainer's settings; its temperature is the policy's sampling temperature."""
+    """The trainer's settings; its temperature is the policy's sampling temperature, and Dr.
+    GRPO's constant normaliser (`rl.norm_tokens`, unset) is the generation budget per turn,
+    `policy.max_tokens`: the constant of Dr. GRPO's reference code, the same in every step,
+    where the longest sequence of a step would make the scale vary from step to step. (A
+    multi-turn episode may hold more policy tokens than one turn's budget; any constant keeps
+    the relative weights of sequences, which is what Dr. GRPO fixes.)"""
     from espl.rl.advantages import ADVANTAGE_MODES
     from espl.rl.losses import make_loss
 
@@ -212,6 +221,13 @@ def _trainer(config: RunConfig) -> TrainerConfig:
     if rl.temperature != TrainerConfig.temperature:
         raise ConfigError("rl.temperature is the sampling temperature the logprobs come from: set policy.temperature")
     _check_kl(rl.kl)
+    for key in ("mini_batches", "epochs"):
+        if getattr(rl, key) < 1:
+            raise ConfigError(f"rl.{key} must be at least 1, got {getattr(rl, key)}")
+    if rl.old_logprobs != "recompute" and rl.tis_cap != TrainerConfig.tis_cap:
+        raise ConfigError("rl.tis_cap is only read with rl.old_logprobs=\"recompute\"")
+    if not rl.tis_cap >= 1.0:
+        raise ConfigError(f"rl.tis_cap must be at least 1, got {rl.tis_cap}")
     options = dict(rl.loss_options)
     if rl.kl.kind != "none":
         options.setdefault("kl_coef", rl.kl.coef)
@@ -223,16 +239,22 @@ def _trainer(config: RunConfig) -> TrainerConfig:
         raise ConfigError(f"rl.kl.kind: loss {rl.loss!r} needs a KL term (set rl.kl.kind to k3 or topk)")
     if rl.advantage_mode is not None and rl.advantage_mode not in ADVANTAGE_MODES:
         raise ConfigError(f"rl.advantage_mode must be one of {', '.join(ADVANTAGE_MODES)} (or unset), got {rl.advantage_mode!r}")
-    if rl.norm_tokens is not None and loss.aggregation != "seq_mean_token_sum_norm":
+    norm_tokens = rl.norm_tokens
+    if loss.aggregation == "seq_mean_token_sum_norm":
+        if norm_tokens is not None and norm_tokens < 1:
+            raise ConfigError(f"rl.norm_tokens must be at least 1, got {norm_tokens}")
+        norm_tokens = norm_tokens or config.policy.max_tokens
+    elif norm_tokens is not None:
         raise ConfigError(f"rl.norm_tokens is only read by the seq_mean_token_sum_norm aggregation (loss {rl.loss!r} "
                           f"aggregates {loss.aggregation})")
-    return replace(rl, temperature=config.policy.temperature)
+    return replace(rl, temperature=config.policy.temperature, norm_tokens=norm_tokens)
 
 
 def _check_kl(kl: KLSettings) -> None:
     """Settings of a KL kind that is not in use would be silently ignored: refuse them."""
     defaults = KLSettings()
-    used = {"none": set(), "k3": {"coef"}, "topk": {"coef", "topk", "form", "ema_eta", "ema_period"}}[kl.kind]
+    anchor = {"ema_eta", "ema_period", "ema_period_unit", "anchor"}  # the EMA anchor of the top-k KL
+    used = {"none": set(), "k3": {"coef"}, "topk": {"coef", "topk", "form", *anchor}}[kl.kind]
     for f in fields(KLSettings):
         if f.name != "kind" and f.name not in used and getattr(kl, f.name) != getattr(defaults, f.name):
             raise ConfigError(f"rl.kl.{f.name} is not read with rl.kl.kind={kl.kind!r}")
@@ -287,10 +309,20 @@ def operator_specs(config: RunConfig, names: Any) -> tuple[OperatorSpec, ...]:
     return tuple(specs)
 
 
+def _evolver(config: RunConfig) -> dict[str, Any]:
+    evolution = config.evolution
+    stray = sorted(set(evolution.children_order) - set(evolution.operators))
+    if stray:
+        raise ConfigError(f"evolution.children_order names {', '.join(stray)}, not in evolution.operators")
+    return {"children_order": tuple(evolution.children_order), "duplicate_scores": evolution.duplicate_scores}
+
+
 def _reflector(config: RunConfig) -> EngineSpec | None:
     from agents.engines import list_engines
 
     reflector = config.evolution.reflector
+    if reflector.api != "chat" and reflector.engine != "openai":
+        raise ConfigError("evolution.reflector.api is only read by the openai engine")
     if reflector.engine == "policy":
         for key in ("model", "base_urls"):
             if getattr(reflector, key):
@@ -300,7 +332,7 @@ def _reflector(config: RunConfig) -> EngineSpec | None:
         raise ConfigError(f"evolution.reflector.engine: unknown engine {reflector.engine!r}; known: policy, {', '.join(list_engines())}")
     if reflector.base_urls and reflector.engine != "openai":
         raise ConfigError(f"evolution.reflector.base_urls is only read by the openai engine")
-    kwargs = {"base_urls": list(reflector.base_urls)} if reflector.engine == "openai" else {}
+    kwargs = {"base_urls": list(reflector.base_urls), "mode": reflector.api} if reflector.engine == "openai" else {}
     return EngineSpec(reflector.engine, reflector.model, kwargs)
 
 

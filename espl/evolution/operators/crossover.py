@@ -39,6 +39,12 @@ class CrossoverConfig:
     overlong: Literal["truncate", "reject"] = "truncate"
     require_evidence: bool = True
     reply_tokens: int = 768
+    reason_first: bool = False
+    """Write an analysis before the edit list (the parser takes the last valid list)."""
+    show_gold: bool = True
+    """Show each won problem's reference answer (E-SPL's reference code shows the problems only)."""
+    show_best_wins: bool = False
+    """Also list the problems set A itself won (E-SPL's reference code does)."""
     limits: PromptLimits = field(default_factory=PromptLimits)
 
 
@@ -97,7 +103,7 @@ def crossover(
         overlong=config.overlong,
         require_evidence=config.require_evidence,
     )
-    parsed = parse_edits(reply.text, rules)
+    parsed = parse_edits(reply.text, rules, stopped=reply.finish_reason == "stop")
     notes.extend(f"crossover: {reason}" for reason in parsed.rejected)
     trace["edits"] = records(parsed.edits)
     if parsed.error:
@@ -160,26 +166,37 @@ def _crossover_text(
     config: CrossoverConfig,
 ) -> str:
     problems = {g.task_id: g for g in group_by_problem(rollouts)}
-    blocks = []
-    for position, other in enumerate(others):
-        tasks = []
-        for task_id in won[other.id][: config.max_tasks_per_set]:
-            group = problems.get(task_id)
-            if group is None:
-                continue
-            gold = next((g for g in (gold_of(t) for t in group.rollouts) if g), None)
-            question = clean_for_prompt(group.question, config.question_chars)
-            answer = clean_for_prompt(gold, 300) if gold else templates.UNKNOWN_GOLD
-            tasks.append(f"{question}\n(reference answer: {answer})")
-        blocks.append(
-            templates.OTHER_SET.substitute(
-                label=templates.set_label(position),
-                principles=templates.numbered(other.principles),
-                tasks=templates.bullets(tasks),
-            )
+    blocks = [
+        templates.OTHER_SET.substitute(
+            label=templates.set_label(position),
+            principles=templates.numbered(other.principles),
+            tasks=_won_tasks(won[other.id], problems, config),
         )
+        for position, other in enumerate(others)
+    ]
+    best_wins = ""
+    if config.show_best_wins and won.get(best.id):
+        best_wins = f"Tasks where set A was best:\n{_won_tasks(won[best.id], problems, config)}\n"
     return templates.CROSSOVER.substitute(
         best=templates.numbered(best.principles),
+        best_wins=best_wins,
         others="\n\n".join(blocks),
         max_words=config.max_principle_words,
+        reply=templates.CROSSOVER_REASON_THEN_LIST if config.reason_first else templates.CROSSOVER_LIST_ONLY,
     )
+
+
+def _won_tasks(task_ids: Sequence[str], problems: Mapping[str, Any], config: CrossoverConfig) -> str:
+    """The first won problems of a set, each with its reference answer when `show_gold`."""
+    tasks = []
+    for task_id in task_ids[: config.max_tasks_per_set]:
+        group = problems.get(task_id)
+        if group is None:
+            continue
+        question = clean_for_prompt(group.question, config.question_chars)
+        if config.show_gold:
+            gold = next((g for g in (gold_of(t) for t in group.rollouts) if g), None)
+            answer = clean_for_prompt(gold, 300) if gold else templates.UNKNOWN_GOLD
+            question = f"{question}\n(reference answer: {answer})"
+        tasks.append(question)
+    return templates.bullets(tasks)

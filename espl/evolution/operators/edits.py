@@ -103,9 +103,12 @@ class ParsedEdits:
     error: str | None = None
 
 
-def parse_edits(reply: object, rules: EditRules) -> ParsedEdits:
-    """Valid edits from a reflector reply. Never raises; see the module doc for the rules."""
-    extracted = extract_json(reply)
+def parse_edits(reply: object, rules: EditRules, *, stopped: bool = False) -> ParsedEdits:
+    """Valid edits from a reflector reply. Never raises; see the module doc for the rules.
+
+    `stopped`: the reply ended at the stage's stop string, which the server may have cut
+    from the text (`jsonish.extract_json`)."""
+    extracted = extract_json(reply, stopped=stopped)
     if not extracted.found:
         return ParsedEdits(error=extracted.error)
     items = _edit_items(extracted.value)

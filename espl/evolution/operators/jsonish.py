@@ -27,7 +27,7 @@ _DECODER = json.JSONDecoder()
 
 @dataclass(frozen=True)
 class Extracted:
-    """The first JSON array or object found in a reply, or why there is none."""
+    """The JSON array or object found in a reply, or why there is none."""
 
     value: Any = None
     error: str | None = None
@@ -40,11 +40,15 @@ class Extracted:
         return self.error is None
 
 
-def extract_json(reply: object) -> Extracted:
-    """The first JSON array or object in a fenced block, else the first complete one in the text.
+def extract_json(reply: object, *, stopped: bool = False) -> Extracted:
+    """The last valid JSON array or object in a fenced block, else the last complete one in the
+    text: a reply may reason first and quote examples before it gives its answer.
 
     Only whole bracketed spans are tried, never the pieces inside a span that failed to parse:
-    a truncated list of edits must not be salvaged as its first edit alone.
+    a truncated list of edits must not be salvaged as its first edit alone. The one exception
+    is `stopped`: the reply ended at a stop string (the caller's `]` + fence, which a server
+    that is not vLLM strips from the text), so a final fenced list that lacks only its
+    closing bracket after a complete item is closed.
     """
     if not isinstance(reply, str):
         return Extracted(error=f"the reply is a {type(reply).__name__}, not text")
@@ -53,6 +57,7 @@ def extract_json(reply: object) -> Extracted:
     if not text.strip():
         return Extracted(error="the reply is empty", clipped=clipped)
     last_error = "no JSON array or object in the reply"
+    found: Extracted | None = None
     tried = 0
     for match in _FENCE.finditer(text):
         if tried >= MAX_CANDIDATES:
@@ -62,21 +67,36 @@ def extract_json(reply: object) -> Extracted:
         start = _first_bracket(block, 0)
         if start < 0:
             continue
-        value, error, _ = _decode_at(block, start)
+        value, error, end = _decode_at(block, start)
+        if error is not None and stopped and end < 0 and match.end() == len(text):
+            value, error = _closed_by_stop(block, start, error)
         if error is None:
-            return Extracted(value=value, source="fenced", clipped=clipped)
-        last_error = error
+            found = Extracted(value=value, source="fenced", clipped=clipped)
+        else:
+            last_error = error
+    if found is not None:
+        return found
     position = _first_bracket(text, 0)
     while position >= 0 and tried < MAX_CANDIDATES:
         tried += 1
         value, error, end = _decode_at(text, position)
         if error is None:
-            return Extracted(value=value, source="bare", clipped=clipped)
-        last_error = error
+            found = Extracted(value=value, source="bare", clipped=clipped)
+        else:
+            last_error = error
         if end < 0:  # unclosed: a truncated value, whose inner pieces are not the answer either
             break
         position = _first_bracket(text, end + 1)
-    return Extracted(error=last_error, clipped=clipped)
+    return found or Extracted(error=last_error, clipped=clipped)
+
+
+def _closed_by_stop(block: str, start: int, error: str) -> tuple[Any, str | None]:
+    """A list cut right after a complete item by the stop string `]` + fence, closed again."""
+    body = block[start:].rstrip()
+    if not (body.startswith("[") and body.endswith("}")):
+        return None, error
+    value, closed_error, _ = _decode_at(body + "]", 0)
+    return (value, None) if closed_error is None else (None, error)
 
 
 def _first_bracket(text: str, start: int) -> int:

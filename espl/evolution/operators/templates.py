@@ -56,12 +56,22 @@ What would make success more likely on tasks like this one? Propose at most $max
 changes to the principles: "add" a new one, or "modify" an existing one by its number. A \
 principle is one general sentence (never the answer to this task) of at most $max_words words.
 
-Reply with a JSON list in a fenced block, like:
+$reply"""
+)
+
+LIST_ONLY = """Reply with a JSON list in a fenced block, like:
 ```json
 [{"op": "add", "principle": "..."}, {"op": "modify", "index": 0, "principle": "..."}]
 ```
 Reply [] if nothing should change."""
-)
+
+REASON_THEN_LIST = """First say in a few sentences what separates the attempts that succeeded from those \
+that failed. Then give the changes as a JSON list in a fenced block, like:
+```json
+[{"op": "add", "principle": "..."}, {"op": "modify", "index": 0, "principle": "..."}]
+```
+Give [] if nothing should change."""
+"""The critique's answer: the list alone, or an analysis first (the paper's critique)."""
 
 CONTRAST_MIXED = "Some attempts succeeded and some failed; find what separates them."
 CONTRAST_FAILED = "Every attempt failed; find the mistake they share."
@@ -91,7 +101,7 @@ CROSSOVER = Template(
 
 ### Set A (best overall)
 $best
-
+$best_wins
 $others
 
 Each set besides A was the only best on the tasks listed under it. Improve set A by taking \
@@ -102,11 +112,19 @@ over what made those sets win. Edits to set A:
 Indexes are set A's numbers. "evidence" names the set and task that support the edit. Each \
 principle is one general sentence of at most $max_words words.
 
-Reply with a JSON list in a fenced block:
+$reply"""
+)
+
+CROSSOVER_LIST_ONLY = """Reply with a JSON list in a fenced block:
 ```json
 [...]
 ```"""
-)
+
+CROSSOVER_REASON_THEN_LIST = """First say in a few sentences what the winning sets do that set A does not. Then \
+give the edits as a JSON list in a fenced block:
+```json
+[...]
+```"""
 
 OTHER_SET = Template(
     """### Set $label
