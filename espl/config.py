@@ -86,8 +86,8 @@ class EvolutionConfig:
     children_order: list[str] = field(default_factory=list)
     """Operators whose children join the population first, in this order (the rest follow in
     the order they were proposed). E-SPL's reference: crossover, then mutation."""
-    duplicate_scores: Literal["mean", "first"] = "mean"
-    """A prompt drawn into several slots scores the mean over them, or its first slot's score
+    duplicate_scores: Literal["mean", "max"] = "mean"
+    """A prompt drawn into several slots scores the mean over them, or its best slot's score
     (E-SPL's reference code)."""
     reflect_on_failures: bool = False
     max_problems: int | None = None

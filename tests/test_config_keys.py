@@ -63,7 +63,7 @@ ALTERNATIVES: dict[str, tuple[Any, dict[str, Any]]] = {
     "evolution.reflector.api": ("completions", {"evolution.reflector.engine": "openai",
                                                 "evolution.reflector.base_urls": ["http://127.0.0.1:9"]}),
     "evolution.children_order": (["crossover", "mutation"], {}),
-    "evolution.duplicate_scores": ("first", {}),
+    "evolution.duplicate_scores": ("max", {}),
 }
 
 

@@ -129,11 +129,11 @@ def test_children_join_in_the_configured_order(order: tuple[str, ...], newest: s
     assert sorted(population.member_ids) == ["p0000", "p0001", "p0002"]
 
 
-def test_a_prompt_drawn_twice_scores_its_first_slot_as_the_reference_does() -> None:
-    rollouts = [trajectory("t", 1.0, "a"), trajectory("t", 1.0, "a"), trajectory("t", 0.0, "a"), trajectory("t", 0.0, "a")]
+def test_a_prompt_drawn_twice_scores_its_best_slot_as_the_reference_does() -> None:
+    rollouts = [trajectory("t", 0.0, "a"), trajectory("t", 0.0, "a"), trajectory("t", 1.0, "a"), trajectory("t", 0.0, "a")]
     slots = [0, 0, 1, 1]
-    assert prompt_scores(rollouts, slots, "mean") == {"a": 0.5}
-    assert prompt_scores(rollouts, slots, "first") == {"a": 1.0}
+    assert prompt_scores(rollouts, slots, "mean") == {"a": 0.25}
+    assert prompt_scores(rollouts, slots, "max") == {"a": 0.5}
 
 
 # -- item 7: the paper preset -------------------------------------------------------------------------
@@ -143,13 +143,15 @@ def test_the_paper_preset_follows_the_reference() -> None:
     config = load_config("paper")
     evolution = config.evolution
     assert evolution.verbatim_words == 0 and evolution.initial_principles == []  # every rollout summarised; empty root
-    assert (config.policy.temperature, config.policy.top_p) == (1.0, 1.0)
-    assert (config.eval_every, config.eval_samples) == (10, 10)
-    assert evolution.children_order == ["crossover", "mutation"] and evolution.duplicate_scores == "first"
+    assert (config.policy.temperature, config.policy.top_p, config.eval_temperature) == (0.6, 0.95, 0.6)
+    assert (config.eval_every, config.eval_samples, evolution.eval_prompt) == (1, 10, "newest")
+    assert evolution.selection == "lucb" and config.rl.grad_clip == 0.0
+    assert evolution.children_order == ["crossover", "mutation"] and evolution.duplicate_scores == "max"
     mutation, crossover_spec = plan_run(config).operators
     assert mutation.options["reason_first"] and mutation.options["plan_mode"] == "reference"
     assert mutation.options["critique_tokens"] == config.policy.max_tokens == evolution.reflector.max_tokens
     assert crossover_spec.options["show_gold"] is False and crossover_spec.options["show_best_wins"] is True
+    assert crossover_spec.options["require_best_wins"] is True and crossover_spec.options["win_margin"] == 0.01
 
 
 def test_an_empty_root_prompt_is_an_empty_system_prompt(tmp_path) -> None:
@@ -162,3 +164,59 @@ def test_an_empty_root_prompt_is_an_empty_system_prompt(tmp_path) -> None:
     assert summary["eval_prompt"]["principles"] == []
     first = json.loads((tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()[0])
     assert first["system_prompt"] == ""
+
+
+def test_the_references_crossover_needs_a_win_of_set_a_and_a_margin() -> None:
+    population = Population()
+    a = population.create(["Rule a."], step=0)
+    b = population.create(["Rule b."], step=0)
+    only_b_wins = [trajectory("t1", 0.0, a.id), trajectory("t1", 1.0, b.id),
+                   trajectory("t2", 1.0, a.id), trajectory("t2", 1.0, b.id)]
+    reply = fenced(json.dumps([{"op": "add", "principle": "Borrow rule b.", "evidence": "set B, t1"}]))
+    scores = {a.id: 0.6, b.id: 0.5}
+    engine = ScriptedEngine([constant(reply)])
+    result = crossover([a, b], only_b_wins, Reflector(engine), step=1, new_id="p0009", scores=scores,
+                       config=CrossoverConfig(require_best_wins=True))
+    assert result.child is None and "won no problem" in result.reason and not engine.calls
+    near = [trajectory(f"t{i}", r, pid) for i, (ra, rb) in enumerate([(0.5, 0.505), (1.0, 0.0)])
+            for pid, r in ((a.id, ra), (b.id, rb))]
+    from espl.evolution.operators import strict_winners
+
+    assert strict_winners(near, [a.id, b.id]) == {"t0": b.id, "t1": a.id}
+    assert strict_winners(near, [a.id, b.id], margin=0.01) == {"t1": a.id}  # 0.005 apart is a tie
+
+
+def test_the_references_softmax_temperature_is_the_largest_score() -> None:
+    from espl.evolution.selection import make_strategy
+    from espl.evolution.system_prompt import RatingPoint
+
+    window = [f"p{i}" for i in range(6)]
+    ratings = {pid: RatingPoint(0, 25.0 + 3 * i, 2.0) for i, pid in enumerate(window)}
+    draws = {"sharp": [], "reference": []}
+    for label, strategy in (("sharp", make_strategy("softmax")),
+                            ("reference", make_strategy("softmax", reference_temperature=True))):
+        rng = np.random.default_rng(0)
+        draws[label] = [strategy.select(window, ratings, 2, rng)[1] for _ in range(400)]
+    assert draws["sharp"].count("p4") > 2 * draws["reference"].count("p4")  # T = 46: nearly uniform
+    assert len(set(draws["reference"])) == 5
+
+
+def test_grad_clip_zero_is_no_clipping() -> None:
+    """The reference clips nothing; `rl.grad_clip = 0` means the same (it used to zero every step)."""
+    import copy
+
+    from test_rl_trainer import SMALL_LORA, _trajectories
+
+    from agents import models
+    from espl.rl.lora import POLICY, adapter_tensors
+    from espl.rl.settings import TrainerConfig
+    from espl.rl.trainer import LoRATrainer
+
+    base = models.load_model("tiny-random")
+    trajectories, keys = _trajectories(8)
+    trainer = LoRATrainer(copy.deepcopy(base), TrainerConfig(lr=1e-2, grad_clip=0.0, lora=SMALL_LORA))
+    before = {k: v.detach().clone() for k, v in adapter_tensors(trainer.model, POLICY).items()}
+    stats = trainer.step(trajectories, keys)
+    after = adapter_tensors(trainer.model, POLICY)
+    assert stats["grad_norm"] > 1e-3, "the norm is still measured and reported"
+    assert sum(float((after[k] - before[k]).abs().sum()) for k in before) > 0.0, "the step moved the adapter"

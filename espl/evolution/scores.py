@@ -1,7 +1,7 @@
 """An iteration's scores: the one definition of how well a prompt did on the batch.
 
 A prompt's score is the mean reward of all its rollouts of the iteration, slots and problems
-together (or of its first slot only, as E-SPL's reference code scores a prompt drawn twice). A rollout that ended in an engine error counts 0, whatever an earlier turn earned:
+together (or of its best slot only, as E-SPL's reference code scores a prompt drawn twice). A rollout that ended in an engine error counts 0, whatever an earlier turn earned:
 it is a failure under that prompt, as evaluation accuracy counts it. The TrueSkill match,
 the choice of the prompt to mutate, crossover's winners and the metrics record all read
 these numbers.
@@ -25,21 +25,17 @@ def prompt_scores(
     """Mean reward per prompt id, in order of first appearance (rollouts without an id: "").
 
     A prompt that filled several slots scores the mean over all of them (`duplicates="mean"`)
-    or over its first slot only (`"first"`, E-SPL's reference code); `slots` gives each
-    trajectory's slot."""
-    if duplicates not in ("mean", "first"):
-        raise ValueError(f"duplicates must be 'mean' or 'first', got {duplicates!r}")
+    or its best slot's mean (`"max"`: E-SPL's reference code ranks slots by score and keeps
+    each prompt's first, i.e. best); `slots` gives each trajectory's slot."""
+    if duplicates not in ("mean", "max"):
+        raise ValueError(f"duplicates must be 'mean' or 'max', got {duplicates!r}")
     trajectories = list(trajectories)
     slot_of = list(slots) if slots is not None else [0] * len(trajectories)
-    first_slot: dict[str, int] = {}
-    rewards: dict[str, list[float]] = {}
+    rewards: dict[str, dict[int, list[float]]] = {}
     for trajectory, slot in zip(trajectories, slot_of, strict=True):
-        prompt_id = trajectory.prompt_id or ""
-        first_slot.setdefault(prompt_id, slot)
-        if duplicates == "first" and slot != first_slot[prompt_id]:
-            continue
-        rewards.setdefault(prompt_id, []).append(scored_reward(trajectory))
-    return {prompt_id: sum(r) / len(r) for prompt_id, r in rewards.items()}
+        per_slot = rewards.setdefault(trajectory.prompt_id or "", {})
+        per_slot.setdefault(slot if duplicates == "max" else 0, []).append(scored_reward(trajectory))
+    return {prompt_id: max(sum(r) / len(r) for r in per_slot.values()) for prompt_id, per_slot in rewards.items()}
 
 
 def problem_scores(trajectories: Iterable[Trajectory], prompt_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:

@@ -143,11 +143,14 @@ class SoftmaxSelection:
     """The newest plus a draw without replacement with weights exp((mu + k*sigma) / T).
 
     The default temperature is TrueSkill's beta (25/6), the skill gap that means roughly a
-    76% win chance, so weights follow how much better a prompt is likely to be.
+    76% win chance, so weights follow how much better a prompt is likely to be. With
+    `reference_temperature`, T is E-SPL's reference code's: the largest score, at least 1
+    (about 40 for fresh prompts, so the draw is close to uniform).
     """
 
     temperature: float = 25.0 / 6.0
     k: float = 2.0
+    reference_temperature: bool = False
     name: str = "softmax"
 
     def __post_init__(self) -> None:
@@ -161,7 +164,9 @@ class SoftmaxSelection:
         take = min(m - 1, len(others))
         if not take:
             return [newest]
-        logits = _scores(others, ratings, lambda r: optimistic_score(r, self.k)) / self.temperature
+        scores = _scores(others, ratings, lambda r: optimistic_score(r, self.k))
+        temperature = max(float(scores.max()), 1.0) if self.reference_temperature else self.temperature
+        logits = scores / temperature
         weights = np.exp(logits - logits.max())
         drawn = rng.choice(len(others), size=take, replace=False, p=weights / weights.sum())
         return [newest, *(others[int(i)] for i in drawn)]

@@ -56,6 +56,7 @@ class TrainerConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 turns it off (E-SPL's reference clips nothing)."""
     micro_batch_size: int = 8
     mini_batches: int = 1
     """Optimizer steps per pass over a batch of rollouts: the kept sequences, shuffled (seeded

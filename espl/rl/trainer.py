@@ -145,7 +145,8 @@ class LoRATrainer:
             (output.loss * weight).backward()
             token_share = float(batch.mask.sum()) / max(totals["tokens"], 1)
             updates.accumulate_stats(sums, output.stats, loss_weight=weight, token_share=token_share)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")  # 0: measured, not clipped
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, clip)
         self.optimizer.step()
         self.model.eval()
         self.optimizer_steps += 1

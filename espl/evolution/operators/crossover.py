@@ -45,6 +45,10 @@ class CrossoverConfig:
     """Show each won problem's reference answer (E-SPL's reference code shows the problems only)."""
     show_best_wins: bool = False
     """Also list the problems set A itself won (E-SPL's reference code does)."""
+    require_best_wins: bool = False
+    """Cross over only when set A itself won a problem (E-SPL's reference code)."""
+    win_margin: float = 0.0
+    """A prompt wins a problem when every other trails it by more than this (reference: 0.01)."""
     limits: PromptLimits = field(default_factory=PromptLimits)
 
 
@@ -82,7 +86,7 @@ def crossover(
     best = best_prompt(unique, scores)
     if best is None:
         return finish(None, "no prompt has a score")
-    winners = strict_winners(rollouts, ids)
+    winners = strict_winners(rollouts, ids, config.win_margin)
     won: dict[str, list[str]] = {}
     for task_id, prompt_id in winners.items():
         won.setdefault(prompt_id, []).append(task_id)
@@ -90,6 +94,8 @@ def crossover(
     trace.update(best=best.id, winners=winners, others=[p.id for p in others])
     if not others:
         return finish(None, "no other prompt strictly won a problem")
+    if config.require_best_wins and not won.get(best.id):
+        return finish(None, "the best prompt won no problem of its own")
 
     text = _crossover_text(best, others, won, rollouts, config)
     (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.reply_tokens,

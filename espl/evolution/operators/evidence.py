@@ -124,14 +124,17 @@ def prediction_of(trajectory: Trajectory) -> str | None:
     return None
 
 
-def strict_winners(trajectories: Iterable[Trajectory], prompt_ids: Sequence[str] | None = None) -> dict[str, str]:
-    """task id -> the prompt whose score on it is strictly the highest (ties: no entry)."""
+def strict_winners(
+    trajectories: Iterable[Trajectory], prompt_ids: Sequence[str] | None = None, margin: float = 0.0
+) -> dict[str, str]:
+    """task id -> the prompt whose score on it is strictly the highest (ties: no entry); with a
+    `margin`, every other prompt must trail by more than it (E-SPL's reference: 0.01)."""
     winners: dict[str, str] = {}
     for task_id, means in problem_scores(trajectories, prompt_ids).items():
         if len(means) < 2:
             continue  # nobody to beat
         best = max(means.values())
-        leaders = [prompt_id for prompt_id, mean in means.items() if best - mean <= _TIE_SLACK]
+        leaders = [prompt_id for prompt_id, mean in means.items() if best - mean <= margin + _TIE_SLACK]
         if len(leaders) == 1:
             winners[task_id] = leaders[0]
     return winners

@@ -126,8 +126,8 @@ def _plan(
                           stop=templates.JSON_BLOCK_END)
     if not reply.ok:
         return [], f"the revision-plan call failed: {reply.error}"
-    rules = EditRules(
-        allowed_ops=frozenset({ADD, MODIFY, MERGE}),
+    rules = EditRules(  # the reference's plan only modifies and merges: additions went in directly
+        allowed_ops=frozenset({MODIFY, MERGE} if config.plan_mode == "reference" else {ADD, MODIFY, MERGE}),
         n_principles=len(parent.principles),
         max_words=config.max_principle_words,
         overlong=config.overlong,
