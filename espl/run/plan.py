@@ -12,7 +12,7 @@ nothing in the run (the test of every key relies on it). It loads no model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from agents.engine import SamplingParams
@@ -341,7 +341,3 @@ def reflector_sampling(config: RunConfig) -> SamplingParams:
     return SamplingParams(temperature=reflector.temperature, top_p=0.95, max_tokens=reflector.max_tokens,
                           seed=config.seed, logprobs=False)
 
-
-def describe(plan: RunPlan) -> dict[str, Any]:
-    """The plan as plain data (what `--dry-run` shows next to the config)."""
-    return asdict(plan)

@@ -15,7 +15,7 @@ after which `--set 'evolution.operators=["mutation", "my-op"]'` uses it, with op
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -71,14 +71,6 @@ def make_operator(name: str, **options: Any) -> Operator:
         return factory(**options)
     except TypeError as error:
         raise ValueError(f"operator {name!r}: {error}") from None
-
-
-def option_fields(name: str) -> Mapping[str, Any] | None:
-    """The built-in operator's option names and defaults (None for plugin operators)."""
-    settings = _OPTIONS.get(name)
-    if settings is None:
-        return None
-    return {f.name: f.default for f in fields(settings)}
 
 
 __all__ = [
