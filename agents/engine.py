@@ -24,6 +24,37 @@ FinishReason = Literal["stop", "length", "error"]
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """What a completion must match (structured generation), exactly one of:
+
+    - `json_schema`: a JSON schema, as JSON text (`Constraint.schema(dict)` builds one);
+    - `regex`: a regular expression the whole completion matches;
+    - `grammar`: an EBNF grammar in xgrammar's dialect (what vLLM's xgrammar backend reads;
+      `xgrammar.Grammar` composes them, e.g. free text followed by a JSON list).
+
+    An engine that enforces it masks the tokens that cannot continue a match before sampling.
+    The logprobs it reports stay those of the unmasked distribution (what a trainer
+    recomputes), and a completion says whether a constraint shaped it
+    (`Completion.extra["constrained"]`).
+    """
+
+    json_schema: str | None = None
+    regex: str | None = None
+    grammar: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("json_schema", "regex", "grammar") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a constraint is exactly one of json_schema, regex, grammar; got {given or 'none'}")
+
+    @classmethod
+    def schema(cls, schema: Any) -> Constraint:
+        import json
+
+        return cls(json_schema=json.dumps(schema, sort_keys=True))
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Sampling settings shared by all engines (vLLM's names and meanings)."""
 
@@ -35,6 +66,8 @@ class SamplingParams:
     seed: int | None = None
     n: int = 1
     logprobs: bool = True
+    constraint: Constraint | None = None
+    """Structured generation (see `Constraint`); None: free text."""
 
     @property
     def greedy(self) -> bool:
