@@ -29,6 +29,10 @@ stop-string checks vacuous). Class attributes tune the suite: `max_tokens`, and
 All prompts are built from `engine.tokenizer`, so the suite needs nothing else from the
 engine than the `Engine` protocol.
 
+Structured generation (`SamplingParams.constraint`) is part of the contract: every sample of a
+JSON-schema or regex constraint matches it, the reported logprobs are the unmasked model's (the
+`reference`'s), and calls without a constraint are untouched by calls with one.
+
 Greedy outputs of two numerically different paths (a batch and a prompt alone, a fresh and
 a cached prefill, this CPU's kernels and another's) are never required to be equal: where
 they differ, the `reference` (a teacher-forced float32 forward of the same weights) must
@@ -38,15 +42,18 @@ the reference up to such a tie (`assert_greedy`, `assert_same_greedy`).
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
 
 from agents.chat import render_prompt_ids
-from agents.engine import Adapter, Completion, Engine, SamplingParams
+from agents.engine import Adapter, Completion, Constraint, Engine, SamplingParams
 
 CONVERSATIONS: list[list[dict[str, str]]] = [
     [{"role": "user", "content": "Name a prime number."}],
@@ -60,6 +67,44 @@ CONVERSATIONS: list[list[dict[str, str]]] = [
 
 def greedy(max_tokens: int, **kwargs: Any) -> SamplingParams:
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, **kwargs)
+
+
+# -- structured generation ---------------------------------------------------------------------
+
+EDITS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "maxItems": 2,
+    "items": {
+        "type": "object",
+        "properties": {"op": {"enum": ["add", "modify"]}, "principle": {"type": "string", "maxLength": 40}},
+        "required": ["op", "principle"],
+        "additionalProperties": False,
+    },
+}
+"""A reflector's edit list: at most two edits, each an operation and a short principle."""
+ANSWER_REGEX = r"<answer>[a-z ]{1,20}</answer>"
+
+
+def valid_edits(text: str) -> bool:
+    """Whether `text` is JSON matching `EDITS_SCHEMA` (checked by hand: no schema library needed).
+
+    Parsed with ``strict=False``: xgrammar 0.2.8 lets a string with ``maxLength`` hold raw control
+    characters (mlc-ai/xgrammar#800), which strict JSON forbids; callers parse the same way."""
+    try:
+        edits = json.loads(text, strict=False)
+    except ValueError:
+        return False
+    return isinstance(edits, list) and len(edits) <= 2 and all(
+        isinstance(edit, dict) and set(edit) == {"op", "principle"} and edit["op"] in ("add", "modify")
+        and isinstance(edit["principle"], str) and len(edit["principle"]) <= 40
+        for edit in edits
+    )
+
+
+CONSTRAINTS: dict[str, tuple[Constraint, Callable[[str], bool]]] = {
+    "json_schema": (Constraint.schema(EDITS_SCHEMA), valid_edits),
+    "regex": (Constraint(regex=ANSWER_REGEX), lambda text: re.fullmatch(ANSWER_REGEX, text) is not None),
+}
 
 
 # -- greedy checks that hold on every CPU ------------------------------------------------------
@@ -130,6 +175,8 @@ class EngineContract:
 
     max_tokens: int = 12
     supports_adapters: bool = True
+    constrained_max_tokens: int = 160
+    """Room for the longest match of `CONSTRAINTS` (two 40-character principles) and its EOS."""
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -261,3 +308,53 @@ class EngineContract:
         base_again = engine.generate(token_prompts, greedy(self.max_tokens))
         for prompt, (a,), (b,) in zip(token_prompts, greedy_batch, base_again):
             assert_same_greedy(reference, prompt, a.token_ids, b.token_ids)
+
+    # -- structured generation -----------------------------------------------------------------
+
+    @pytest.mark.parametrize("kind", sorted(CONSTRAINTS))
+    def test_every_constrained_sample_matches(self, engine: Engine, token_prompts: list[list[int]], kind: str) -> None:
+        """n samples at temperature 1 of several prompts, and greedy: all match, all end at EOS."""
+        constraint, matches = CONSTRAINTS[kind]
+        sampled = SamplingParams(temperature=1.0, max_tokens=self.constrained_max_tokens, n=3, seed=17, constraint=constraint)
+        for params in (sampled, greedy(self.constrained_max_tokens, constraint=constraint)):
+            for completions in engine.generate(token_prompts, params):
+                for completion in completions:
+                    assert completion.ok, completion.error
+                    assert completion.extra.get("constrained") is True
+                    assert completion.finish_reason == "stop", f"ran out of tokens: {completion.text!r}"
+                    assert matches(completion.text), f"{kind} not matched: {completion.text!r}"
+
+    @pytest.mark.parametrize("temperature", [0.0, 1.0])
+    def test_constrained_logprobs_are_the_unmasked_models(
+        self, engine: Engine, reference: Scorer, token_prompts: list[list[int]], temperature: float
+    ) -> None:
+        """The reported logprobs are the reference's log-softmax (temperature 1, no mask), also
+        where the constraint forced a token the model gives little mass (a masked report would
+        be near 0 there)."""
+        constraint = CONSTRAINTS["regex"][0]
+        params = SamplingParams(temperature=temperature, max_tokens=40, n=2, seed=23, constraint=constraint)
+        lowest = 0.0
+        for prompt, completions in zip(token_prompts, engine.generate(token_prompts, params)):
+            for completion in completions:
+                assert completion.ok and not completion.extra.get("logprobs_masked")
+                expected = step_logprobs(reference, prompt, completion.token_ids)
+                expected = expected.gather(-1, torch.tensor(completion.token_ids)[:, None]).squeeze(-1)
+                errors = (torch.tensor(completion.logprobs) - expected).abs()
+                assert float(errors.max()) < 2e-3, f"logprobs off the unmasked reference by {float(errors.max()):.2e}"
+                lowest = min(lowest, float(expected.min()))
+        assert lowest < -1.0, "the constraint never steered against the model: the check would be vacuous"
+
+    def test_calls_without_a_constraint_are_untouched(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        """A seeded free call gives the same ids before and after constrained calls, unflagged."""
+        free = SamplingParams(temperature=1.0, max_tokens=8, n=2, seed=29)
+        ids = lambda results: [[c.token_ids for c in completions] for completions in results]  # noqa: E731
+        before = engine.generate(token_prompts, free)
+        engine.generate(token_prompts, replace(free, constraint=CONSTRAINTS["json_schema"][0]))
+        after = engine.generate(token_prompts, free)
+        assert ids(after) == ids(before)
+        assert all("constrained" not in c.extra for completions in after for c in completions)
+
+    def test_bad_constraint_fails_every_completion(self, engine: Engine, token_prompts: list[list[int]]) -> None:
+        results = engine.generate(token_prompts[:2], greedy(4, n=2, constraint=Constraint(regex="(unclosed")))
+        assert [len(completions) for completions in results] == [2, 2]
+        assert all(c.finish_reason == "error" and c.error for completions in results for c in completions)

@@ -3,15 +3,17 @@ engine can promise (exact logprobs, seeded noise per sequence, training between 
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from engine_contract import CONVERSATIONS, EngineContract, greedy, scorer
+from engine_contract import ANSWER_REGEX, CONSTRAINTS, CONVERSATIONS, EngineContract, greedy, scorer
 
 from agents.chat import render_prompt_ids
-from agents.engine import Adapter, SamplingParams
+from agents.engine import Adapter, Constraint, SamplingParams
 from agents.engines import engine_class, list_engines, make_engine
 from agents.engines import hf as hf_engine
 from agents.engines.hf import HFEngine
@@ -316,3 +318,93 @@ def test_stop_scanner_finds_a_stop_string_spanning_tokens(tokenizer: Any) -> Non
     assert len(tokenizer.encode("</search>", add_special_tokens=False)) > 1, "the stop string should span tokens"
     assert StopScanner(tokenizer, ("answer", "I will")).scan(ids) == "I will", "the earliest-ending match wins"
     assert StopScanner(tokenizer, ()).scan(ids) is None
+
+
+# -- structured generation ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.3])
+def test_constrained_logprobs_match_an_unmasked_forward_pass(
+    fresh_engine: HFEngine, prompts: list[list[int]], temperature: float
+) -> None:
+    """At every temperature the reported logprobs are the tempered log-softmax before the mask."""
+    params = SamplingParams(temperature=temperature, max_tokens=40, seed=4, n=2, constraint=CONSTRAINTS["regex"][0])
+    results = fresh_engine.generate(prompts, params, adapter=Adapter(name="policy"))
+    fresh_engine.model.eval()
+    for prompt, completions in zip(prompts, results):
+        for completion in completions:
+            assert completion.extra["constrained"] and completion.token_ids[-1] in fresh_engine.eos_ids
+            expected = recomputed_logprobs(fresh_engine.model, prompt, completion.token_ids, temperature or 1.0)
+            assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.0, 1.0), (1.0, 1.0), (0.8, 0.9)])
+def test_free_rows_of_a_constrained_batch_give_their_ids_alone(
+    fresh_engine: HFEngine, prompts: list[list[int]], temperature: float, top_p: float
+) -> None:
+    """Rows without a constraint decode in one batch with constrained rows and give exactly the
+    ids and logprobs they give in a batch of their own (same seed); the others match."""
+    free = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=12, seed=3, n=2)
+    constrained = replace(free, max_tokens=40, constraint=Constraint(regex=ANSWER_REGEX))
+    alone = fresh_engine.generate(prompts, free)
+    rows = [
+        fresh_engine._row(i, j, ids, constrained if (i + j) % 2 else free, base_seed=3)
+        for i, ids in enumerate(prompts) for j in range(2)
+    ]
+    fresh_engine._decode(rows, free, adapter=None)
+    for row in rows:
+        assert row.result is not None and row.result.ok
+        if row.matcher is None:
+            expected = alone[row.prompt][row.sample]
+            assert row.result.token_ids == expected.token_ids and row.result.logprobs == expected.logprobs
+            assert "constrained" not in row.result.extra
+        else:
+            assert re.fullmatch(ANSWER_REGEX, row.result.text) and row.result.extra["constrained"]
+
+
+def test_processed_logprobs_of_a_constrained_row_are_the_masked_distributions(
+    fresh_engine: HFEngine, prompts: list[list[int]]
+) -> None:
+    """"processed" mode reports the distribution sampled from: the mask renormalised over the
+    allowed tokens, so never below the unmasked ("scaled") logprob of the same, equal choice."""
+    processed = HFEngine(fresh_engine.model, tokenizer=fresh_engine.tokenizer, logprobs_mode="processed")
+    params = SamplingParams(temperature=1.0, max_tokens=40, seed=9, constraint=Constraint(regex=ANSWER_REGEX))
+    for a, b in zip(fresh_engine.generate(prompts, params), processed.generate(prompts, params)):
+        assert a[0].token_ids == b[0].token_ids
+        assert all(p >= s - 1e-6 for p, s in zip(b[0].logprobs, a[0].logprobs))
+        assert max(p - s for p, s in zip(b[0].logprobs, a[0].logprobs)) > 1.0
+
+
+def test_each_constraint_compiles_once_per_engine(fresh_engine: HFEngine, prompts: list[list[int]]) -> None:
+    grammars = fresh_engine.grammars
+    params = greedy(8, constraint=Constraint(regex=ANSWER_REGEX))
+    fresh_engine.generate(prompts, params)
+    compiled = grammars.compiled(Constraint(regex=ANSWER_REGEX))  # an equal constraint, another object
+    fresh_engine.generate(prompts[:1], params)
+    assert len(grammars._compiled) == 1 and grammars.compiled(params.constraint) is compiled
+
+
+def test_masked_rows_choose_only_allowed_tokens_and_report_unmasked_logprobs() -> None:
+    """The sampler with a mask on some rows: the others are computed exactly as without one."""
+    import xgrammar
+
+    from agents.engines.constraints import RowMask
+    from agents.engines.sampling import choose_tokens
+
+    rows, vocab, allowed = 6, 40, [3, 17, 33]
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)) * 3
+    bitmask = torch.zeros(xgrammar.get_bitmask_shape(rows, vocab), dtype=torch.int32)
+    for token in allowed:
+        bitmask[:, token // 32] |= 1 << (token % 32)
+    mask = RowMask(torch.tensor([1, 4]), bitmask, vocab)
+    for temperature, top_p in [(0.0, 1.0), (1.0, 1.0), (0.7, 0.8)]:
+        generators = lambda: [torch.Generator().manual_seed(i) for i in range(rows)]  # noqa: E731
+        free_tokens, free_logprobs = choose_tokens(logits, temperature=temperature, top_p=top_p, generators=generators())
+        tokens, logprobs = choose_tokens(logits, temperature=temperature, top_p=top_p, generators=generators(), mask=mask)
+        for row in range(rows):
+            if row in (1, 4):
+                assert int(tokens[row]) in allowed
+            else:
+                assert int(tokens[row]) == int(free_tokens[row]) and float(logprobs[row]) == float(free_logprobs[row])
+        scaled = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
+        assert torch.allclose(logprobs, scaled.gather(-1, tokens[:, None]).squeeze(-1))

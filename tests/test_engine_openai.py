@@ -12,12 +12,24 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from engine_contract import CONVERSATIONS, assert_greedy, assert_same_greedy, scorer
+import torch
+from engine_contract import (
+    ANSWER_REGEX,
+    CONSTRAINTS,
+    CONVERSATIONS,
+    EDITS_SCHEMA,
+    assert_greedy,
+    assert_same_greedy,
+    scorer,
+    step_logprobs,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,7 +37,7 @@ from starlette.routing import Route
 from threaded_server import ThreadedServer
 
 from agents.chat import render_prompt_ids
-from agents.engine import SamplingParams
+from agents.engine import Constraint, SamplingParams
 from agents.engines import make_engine
 from agents.engines.openai import OpenAIEngine
 from agents.engines.seeds import request_seed
@@ -46,6 +58,8 @@ class ScriptedServer:
 
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay
+        self.version: str | None = None
+        """What ``GET /version`` answers (None: 404, as a server that is not vLLM)."""
         self.in_flight = 0
         self.max_in_flight = 0
         self.attempts: Counter[tuple[int, ...]] = Counter()
@@ -54,12 +68,14 @@ class ScriptedServer:
             routes=[
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/version", self.version_route, methods=["GET"]),
             ]
         )
         self.served = ThreadedServer(app)
         self.url = self.served.url
 
     def reset(self) -> None:
+        self.version = None
         self.max_in_flight = 0
         self.attempts.clear()
         self.bodies.clear()
@@ -84,6 +100,11 @@ class ScriptedServer:
         if key[0] == FLAKY_TOKEN and self.attempts[key] <= 2:
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         sampled = list(key[::-1][: body["max_tokens"]])
+        if "prompt_logprobs" in body:  # a rescoring request: each prompt token at -0.5
+            return JSONResponse({"choices": [{
+                "index": 0, "text": "", "token_ids": sampled[:1], "finish_reason": "length", "stop_reason": None,
+                "prompt_logprobs": [None] + [{str(t): {"logprob": -0.5, "rank": 1}} for t in key[1:]],
+            }]})  # fmt: skip
         choice = lambda i: {  # noqa: E731
             "index": i,
             "text": "ignored: ids are decoded locally",
@@ -93,6 +114,11 @@ class ScriptedServer:
             "stop_reason": None,
         }
         return JSONResponse({"choices": [choice(i) for i in reversed(range(body["n"]))]})
+
+    async def version_route(self, request: Request) -> JSONResponse:
+        if self.version is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse({"version": self.version})
 
     async def chat(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -244,6 +270,56 @@ def test_chat_mode_sends_messages_and_refuses_token_prompts(server: ScriptedServ
     engine.close()
 
 
+def test_constraint_goes_to_vllm_as_structured_outputs_and_is_rescored(server: ScriptedServer, tokenizer: Any) -> None:
+    """vLLM gets `structured_outputs`; its masked logprobs are replaced by a prompt-logprobs
+    rescoring of prompt + completion where that is exact (temperature 1), flagged elsewhere."""
+    engine = engine_for([server.url], tokenizer)
+    params = SamplingParams(temperature=1.0, max_tokens=3, n=2, seed=1, constraint=Constraint.schema(EDITS_SCHEMA))
+    (completions,) = engine.generate([[11, 12, 13, 14]], params)
+    first, rescoring = server.bodies
+    assert first["structured_outputs"] == {"json": EDITS_SCHEMA} and "response_format" not in first
+    assert rescoring["prompt"] == [11, 12, 13, 14, 14, 13, 12] and rescoring["prompt_logprobs"] == 0
+    assert rescoring["max_tokens"] == 1 and rescoring["temperature"] == 0.0
+    assert [c.logprobs for c in completions] == [[-0.5] * 3] * 2, "one rescoring for the two equal samples"
+    assert all(c.extra["constrained"] and "logprobs_masked" not in c.extra for c in completions)
+    server.reset()
+    (tempered,) = engine.generate([[11, 12]], replace(params, temperature=0.7, n=1))
+    assert len(server.bodies) == 1 and tempered[0].logprobs == [-0.25] * 2
+    assert tempered[0].extra == {"constrained": True, "logprobs_masked": True}
+    engine.close()
+
+
+@pytest.mark.parametrize("kind", ["json_schema", "regex"])
+def test_plain_server_gets_a_schema_as_response_format_and_nothing_else(
+    server: ScriptedServer, tokenizer: Any, kind: str
+) -> None:
+    engine = engine_for([server.url], tokenizer, vllm_extras=False)
+    constraint = CONSTRAINTS[kind][0]
+    (completions,) = engine.generate([[11, 12]], SamplingParams(max_tokens=2, constraint=constraint))
+    (body,) = server.bodies
+    assert "structured_outputs" not in body and not set(body) & {"guided_json", "guided_regex", "prompt_logprobs"}
+    if kind == "json_schema":
+        schema = {"name": "structured_output", "schema": EDITS_SCHEMA, "strict": True}
+        assert body["response_format"] == {"type": "json_schema", "json_schema": schema}
+        assert completions[0].extra["constrained"] is True
+    else:
+        assert "response_format" not in body and completions[0].extra["constrained"] is False
+    engine.close()
+
+
+@pytest.mark.parametrize(("version", "field"), [("0.9.2", "guided_regex"), ("0.32.0+cpu", "structured_outputs")])
+def test_vllm_server_version_picks_the_constraint_fields(
+    server: ScriptedServer, tokenizer: Any, version: str, field: str
+) -> None:
+    server.version = version
+    engine = engine_for([server.url], tokenizer, vllm_extras=None)
+    engine.generate([[11, 12]], SamplingParams(max_tokens=2, constraint=Constraint(regex=ANSWER_REGEX)))
+    body = server.bodies[0]
+    assert field in body and not {"guided_regex", "structured_outputs"} - {field} & set(body)
+    assert body[field] == ({"regex": ANSWER_REGEX} if field == "structured_outputs" else ANSWER_REGEX)
+    engine.close()
+
+
 def test_factory_builds_the_engine(server: ScriptedServer) -> None:
     engine = make_engine("openai", MODEL, base_urls=[server.url])
     assert isinstance(engine, OpenAIEngine) and engine.base_urls == [server.url + "/v1"]
@@ -389,4 +465,46 @@ def test_vllm_server_samples_of_one_prompt_differ_and_repeat_with_the_seed(vllm_
     assert len(set(first)) >= 6, f"only {len(set(first))} distinct samples of 8: {first}"
     assert group(7) == first
     assert group(8) != first
+    engine.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(CONSTRAINTS))
+def test_vllm_server_constrained_samples_match_with_unmasked_logprobs(
+    vllm_server: str, tokenizer: Any, reference: Any, kind: str
+) -> None:
+    """Every sample (temperature 1, several prompts, and greedy) matches, and its logprobs are the
+    unmasked reference's (the server's masked ones are rescored)."""
+    engine = OpenAIEngine(MODEL, base_urls=[vllm_server], max_concurrency=8)
+    constraint, matches = CONSTRAINTS[kind]
+    prompts = [render_prompt_ids(tokenizer, c) for c in CONVERSATIONS]
+    sampled = SamplingParams(temperature=1.0, max_tokens=160, n=2, seed=13, constraint=constraint)
+    for params in (sampled, replace(sampled, temperature=0.0, n=1)):
+        for prompt, completions in zip(prompts, engine.generate(prompts, params)):
+            for completion in completions:
+                assert completion.ok and completion.finish_reason == "stop", completion.error or completion.text
+                assert matches(completion.text), completion.text
+                assert completion.extra["constrained"] is True and "logprobs_masked" not in completion.extra
+                expected = step_logprobs(reference, prompt, completion.token_ids)
+                expected = expected.gather(-1, torch.tensor(completion.token_ids)[:, None]).squeeze(-1)
+                assert float((torch.tensor(completion.logprobs) - expected).abs().max()) < 2e-3
+    engine.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_server_free_requests_beside_constrained_ones_are_unchanged(vllm_server: str, tokenizer: Any) -> None:
+    """Seeded requests without a constraint give the same ids alone and when the server batches
+    them with constrained requests sent at the same time."""
+    engine = OpenAIEngine(MODEL, base_urls=[vllm_server], max_concurrency=16)
+    prompts = [render_prompt_ids(tokenizer, c) for c in CONVERSATIONS]
+    free = SamplingParams(temperature=1.0, max_tokens=12, n=2, seed=31)
+    ids = lambda results: [[c.token_ids for c in completions] for completions in results]  # noqa: E731
+    alone = ids(engine.generate(prompts, free))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        constrained = pool.submit(engine.generate, prompts * 2, replace(free, max_tokens=40, constraint=CONSTRAINTS["regex"][0]))
+        beside = pool.submit(engine.generate, prompts, free)
+        assert ids(beside.result()) == alone
+        assert all(c.extra["constrained"] for completions in constrained.result() for c in completions)
     engine.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_contract import CONVERSATIONS, EngineContract, assert_same_greedy, greedy, scorer
+from engine_contract import CONSTRAINTS, CONVERSATIONS, EngineContract, assert_same_greedy, greedy, scorer
 
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, Completion, SamplingParams
@@ -175,6 +175,21 @@ def test_seeded_call_repeats_and_other_seed_differs(vllm_engine: Any) -> None:
     first = sample(21)
     assert sample(21) == first
     assert sample(22) != first
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_constrained_logprobs_at_other_temperatures_are_flagged_masked(vllm_engine: Any) -> None:
+    """vLLM masks the logits before it takes any logprob, and only temperature-1 logprobs can be
+    had back unmasked (`agents.engines.structured`): at another temperature a constrained
+    completion keeps vLLM's masked logprobs and says so."""
+    constraint, matches = CONSTRAINTS["regex"]
+    params = SamplingParams(temperature=0.7, max_tokens=40, n=2, seed=5, constraint=constraint)
+    prompts = [render_prompt_ids(vllm_engine.tokenizer, c) for c in CONVERSATIONS[:2]]
+    for completions in vllm_engine.generate(prompts, params):
+        for completion in completions:
+            assert completion.extra == {"constrained": True, "logprobs_masked": True}
+            assert matches(completion.text) and len(completion.logprobs) == len(completion.token_ids)
 
 
 @pytest.fixture(scope="module")

