@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents import chat
-from agents.engine import Adapter, Completion, Engine, SamplingParams
+from agents.engine import Adapter, Completion, Constraint, Engine, SamplingParams
 from agents.trajectory import Trajectory, TurnRecord
 from envs.base import Task, TextEnv
 
@@ -42,6 +42,8 @@ class RolloutConfig:
     """Cap on agent turns; None uses the env's own `max_turns`."""
     max_total_tokens: int = 4096
     """An episode whose ids would exceed this is stopped and marked truncated."""
+    constrain_actions: bool = False
+    """Decode each turn against the env's `action_regex` (on engines that enforce constraints)."""
 
 
 class RolloutDriver:
@@ -122,7 +124,10 @@ class RolloutDriver:
         base = self.config.sampling
         stop = tuple(dict.fromkeys((*base.stop, *env.stop_strings)))
         turn_seed = None if seed is None and base.seed is None else (seed or base.seed or 0) * 1000 + turn
-        return replace(base, stop=stop, n=1, seed=turn_seed)
+        constraint = base.constraint
+        if self.config.constrain_actions and env.action_regex is not None:
+            constraint = Constraint(regex=env.action_regex)
+        return replace(base, stop=stop, n=1, seed=turn_seed, constraint=constraint)
 
     def _generate(self, prompts: list[list[int]], params: SamplingParams, adapter: Adapter | None):
         try:
@@ -173,6 +178,7 @@ class RolloutDriver:
                         finish_reason=completion.finish_reason,
                         reward=float(reward),
                         info=_jsonable(info),
+                        constrained=bool(completion.extra.get("constrained", False)),
                     )
                 )
                 trajectory.append_env(env_ids)

@@ -29,6 +29,9 @@ class TurnRecord:
     finish_reason: str
     reward: float
     info: dict[str, Any] = field(default_factory=dict)
+    constrained: bool = False
+    """A constraint (the env's action format) shaped this turn's tokens. The logprobs are the
+    unmasked policy's all the same, so a trainer's importance ratio stays about 1."""
 
 
 @dataclass

@@ -119,6 +119,10 @@ class TextEnv(gym.Env[list[Message], str]):
     """Strings that end an agent turn (e.g. ``</search>``); the rollout driver passes them to the engine."""
     max_turns: int = 1
     """Upper bound on agent turns in one episode; multi-turn envs raise it."""
+    action_regex: ClassVar[str | None] = None
+    """A regular expression every well-formed action matches, for engines that constrain
+    decoding (`policy.constrain_actions`): small models then always emit an action the env
+    can read. None: free text."""
 
     def __init__(self, tasks: Sequence[Task], *, split: str = "test", render_mode: str | None = None):
         if not tasks:

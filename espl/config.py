@@ -48,6 +48,9 @@ class PolicyConfig:
     max_tokens: int = 256
     """New tokens per agent turn."""
     max_total_tokens: int = 4096
+    constrain_actions: bool = False
+    """Decode each agent turn against the env's action format (Search-R1's tags, a boxed or
+    tagged answer), so a small model always acts; off keeps the free-text protocol."""
 
 
 @dataclass
@@ -61,6 +64,9 @@ class ReflectorConfig:
     """With the openai engine: chat completions (the server renders the chat template; any
     endpoint) or completions of locally rendered ids (needs the model's tokenizer here)."""
     temperature: float = 0.7
+    structured: bool = True
+    """Decode each E-SPL stage's edit list against its JSON schema (or free text then the list,
+    when the stage reasons first) on engines that enforce constraints."""
     max_tokens: int = 256
     """The limit of every reflector call of every method: GEPA's reflection and each E-SPL
     stage (whose own budgets are options of the mutation and crossover operators)."""

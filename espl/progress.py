@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from espl.run.activity import explain
+from espl.run.learning_curve import LEARNING_CURVE
+
 
 class LiveProgress:
     def __init__(self, console: Console, total: int, quiet: bool = False):
@@ -70,12 +73,18 @@ class LiveProgress:
         for name, value in rows:
             table.add_row(name, str(value))
         self.console.print(table)
-        self.console.print("evaluated prompt " + summary["eval_prompt"]["id"] + ":")
+        for line in explain(summary):
+            self.console.print(line, highlight=False)
+        prompt = summary["eval_prompt"]
+        lineage = f" ({prompt['operator']} of {', '.join(prompt['parents'])})" if prompt.get("parents") else ""
+        self.console.print("evaluated prompt " + prompt["id"] + lineage + ":")
         principles = summary["eval_prompt"]["principles"]
         for i, principle in enumerate(principles):
             self.console.print(f"  G{i}. {principle}")
         if not principles and summary["eval_prompt"].get("text"):  # free-text prompts (GEPA)
             self.console.print("  " + summary["eval_prompt"]["text"].replace("\n", "\n  "))
+        if (run_dir / LEARNING_CURVE).exists():
+            self.console.print(f"learning curve: {run_dir / LEARNING_CURVE}")
         self.console.print(f"run directory: [bold]{run_dir}[/bold]")
 
 

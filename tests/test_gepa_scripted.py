@@ -154,7 +154,7 @@ def test_the_gepa_method_records_candidates_and_evaluates_the_best_one(tokenizer
     assert [m["eval"]["prompt_id"] for m in metrics] == ["p0000", "p0000", "p0001"]
     assert [m["eval"]["accuracy"] for m in metrics] == [0.0, 0.0, 1.0]
     assert summary["final"]["accuracy"] == 1.0
-    assert summary["eval_prompt"] == {"id": "p0001", "principles": [], "text": PROPOSAL}
+    assert summary["eval_prompt"] == {"id": "p0001", "principles": [], "text": PROPOSAL, "operator": "gepa", "parents": ["p0000"]}
 
     population = load_prompt_log(run_dir.file("prompts.jsonl"))
     child = population.get("p0001")

@@ -23,6 +23,9 @@ class MathEnv(TextEnv):
     one `score_many` call, so a rollout over 64 envs makes one parallel verification pass.
     """
 
+    action_regex = r"[\s\S]{0,1500}\\boxed\{[^{}]{1,40}\}"
+    """Working, then the final answer in \\boxed{} (the reply ends there)."""
+
     def __init__(
         self,
         dataset: str = "math500",

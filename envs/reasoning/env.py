@@ -52,6 +52,9 @@ def _freeze(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 class ReasoningGymEnv(TextEnv):
     """Single-turn env over one reasoning-gym dataset; reward = the dataset's own score."""
 
+    action_regex = r"[^<>]{0,300}<answer>[^<>]{1,30}</answer>"
+    """Optional working, then the result inside <answer></answer> (the reply ends there)."""
+
     def __init__(
         self,
         dataset: str = "basic_arithmetic",

@@ -73,6 +73,9 @@ def client_for(url: str) -> Retriever:
 class SearchEnv(TextEnv):
     """Search-R1-style multi-turn QA over a retriever (see the module docstring for the rules)."""
 
+    action_regex = r"<think>[^<>]{0,160}</think>\n?(<search>[^<>]{1,120}</search>|<answer>[^<>\n]{1,40}</answer>)"
+    """Search-R1's turn: reasoning in <think>, then one search or the answer."""
+
     def __init__(
         self,
         dataset: str = "hotpotqa",

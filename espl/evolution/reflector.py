@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from agents.chat import render_ids
-from agents.engine import Adapter, Completion, Conversation, Engine, SamplingParams
+from agents.engine import Adapter, Completion, Constraint, Conversation, Engine, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class ReflectorLike(Protocol):
     usage: ReflectorUsage
 
     def ask_many(
-        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = ()
+        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = (),
+        constraint: Constraint | None = None,
     ) -> list[ReflectorReply]: ...
 
 
@@ -112,10 +113,13 @@ class Reflector:
         sampling: SamplingParams = DEFAULT_REFLECTION_SAMPLING,
         *,
         adapter: Adapter | None = None,
+        structured: bool = True,
     ) -> None:
         self.engine = engine
         self.sampling = replace(sampling, n=1)
         self.adapter = adapter
+        self.structured = structured
+        """Pass the stages' constraints (their replies' shapes) to the engine."""
         self.usage = ReflectorUsage()
 
     def begin(self, seed: int | None) -> None:
@@ -125,7 +129,8 @@ class Reflector:
         self.sampling = replace(self.sampling, seed=seed)
 
     def ask_many(
-        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = ()
+        self, conversations: Sequence[Conversation], *, max_tokens: int | None = None, stop: Sequence[str] = (),
+        constraint: Constraint | None = None,
     ) -> list[ReflectorReply]:
         """One reply per conversation, in order, from a single `generate` call.
 
@@ -141,6 +146,8 @@ class Reflector:
         params = self._params(max_tokens)
         if stop:
             params = replace(params, stop=tuple(dict.fromkeys((*params.stop, *stop))))
+        if constraint is not None and self.structured:  # the reply's shape, where the engine enforces one
+            params = replace(params, constraint=constraint)
         prompt_lengths = [self._prompt_tokens(c) for c in conversations]
         try:
             outputs = self.engine.generate(list(conversations), params, self.adapter)
@@ -210,7 +217,7 @@ class Reflector:
 
 def ask_safely(
     reflector: ReflectorLike, conversations: Sequence[Conversation], *, max_tokens: int | None = None,
-    stop: Sequence[str] = (),
+    stop: Sequence[str] = (), constraint: Constraint | None = None,
 ) -> list[ReflectorReply]:
     """`reflector.ask_many` for any implementation, with a reply per conversation guaranteed.
 
@@ -220,7 +227,9 @@ def ask_safely(
     if not conversations:
         return []
     try:
-        extra = {"stop": tuple(stop)} if stop else {}  # older implementations take no `stop`
+        extra: dict[str, Any] = {"stop": tuple(stop)} if stop else {}  # older implementations take no `stop`
+        if constraint is not None:
+            extra["constraint"] = constraint
         replies = list(reflector.ask_many(conversations, max_tokens=max_tokens, **extra))
     except Exception as error:
         log.warning("reflector failed: %s: %s", type(error).__name__, error)

@@ -125,12 +125,13 @@ def reflector_for(plan: RunPlan, policy: Policy) -> Any:
     from espl.evolution.reflector import Reflector
 
     if plan.reflector is None:
-        return Reflector(policy.engine, plan.reflector_sampling, adapter=None)
-    from agents.engines import make_engine
+        engine = policy.engine
+    else:
+        from agents.engines import make_engine
 
-    spec = plan.reflector
-    engine = make_engine(spec.name, model=spec.model or None, **spec.kwargs)
-    return Reflector(engine, plan.reflector_sampling, adapter=None)
+        spec = plan.reflector
+        engine = make_engine(spec.name, model=spec.model or None, **spec.kwargs)
+    return Reflector(engine, plan.reflector_sampling, adapter=None, structured=plan.reflector_structured)
 
 
 def build_selection(plan: RunPlan) -> SelectionStrategy:

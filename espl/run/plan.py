@@ -58,6 +58,7 @@ class RunPlan:
     reflector: EngineSpec | None
     """None: the policy's own engine with its adapter off."""
     reflector_sampling: SamplingParams
+    reflector_structured: bool
 
 
 def plan_run(config: RunConfig) -> RunPlan:
@@ -95,6 +96,7 @@ def plan_run(config: RunConfig) -> RunPlan:
         evolver=_evolver(config),
         reflector=_reflector(config),
         reflector_sampling=reflector_sampling(config),
+        reflector_structured=config.evolution.reflector.structured,
     )
 
 
@@ -201,7 +203,8 @@ def rollout_config(config: RunConfig, temperature: float) -> RolloutConfig:
     """How episodes are sampled (training and evaluation differ in the temperature only)."""
     policy = config.policy
     sampling = SamplingParams(temperature=temperature, top_p=policy.top_p, max_tokens=policy.max_tokens)
-    return RolloutConfig(sampling=sampling, placement=policy.placement, max_total_tokens=policy.max_total_tokens)  # type: ignore[arg-type]
+    return RolloutConfig(sampling=sampling, placement=policy.placement, max_total_tokens=policy.max_total_tokens,  # type: ignore[arg-type]
+                         constrain_actions=policy.constrain_actions)
 
 
 # -- trainer ---------------------------------------------------------------------------------------

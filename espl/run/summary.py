@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from espl.config import RunConfig
+from espl.run.activity import activity
 from espl.run.provenance import git_commit, hardware
 from espl.run.run_dir import SUMMARY, RunDir
 
 
-def build_summary(config: RunConfig, state: Any, population: Any, eval_prompt_id: str) -> dict[str, Any]:
+def build_summary(
+    config: RunConfig, state: Any, population: Any, eval_prompt_id: str, records: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The run's row; `records` (its metrics lines) give the `activity` block."""
     evals = list(state.evals)
     final = evals[-1] if evals else {}
     best = max(evals, key=lambda e: e.get("accuracy", 0.0)) if evals else {}
@@ -27,9 +32,11 @@ def build_summary(config: RunConfig, state: Any, population: Any, eval_prompt_id
         "git_commit": git_commit(),
         "final": {k: v for k, v in final.items() if k != "prompt_id"},
         "best": {k: v for k, v in best.items() if k != "prompt_id"},
-        "eval_prompt": {"id": prompt.id, "principles": list(prompt.principles)},
+        "eval_prompt": {"id": prompt.id, "principles": list(prompt.principles), "operator": prompt.operator,
+                        "parents": list(prompt.parents)},
         "population_size": len(population),
         "prompts_created": len(population.archive()),
+        "activity": activity(records, population),
     }
 
 

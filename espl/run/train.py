@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from espl.config import RunConfig
-from espl.run.run_dir import RunDir
+from espl.run.run_dir import METRICS, RunDir
+from espl.run.learning_curve import LEARNING_CURVE, write_learning_curve
 from espl.run.summary import build_summary, write_summary
 
 
@@ -30,11 +31,13 @@ def run_training(
         result = method.run(run)
     finally:
         run.close()
-    summary = build_summary(config, run.state, result.population, result.eval_prompt.id)
+    records = list(run.run_dir.read(METRICS))
+    summary = build_summary(config, run.state, result.population, result.eval_prompt.id, records)
     for key, value in result.summary.items():
         if isinstance(value, dict) and isinstance(summary.get(key), dict):
             summary[key].update(value)
         else:
             summary[key] = value
     write_summary(run_dir, summary)
+    write_learning_curve(run_dir.file(LEARNING_CURVE), records, f"{config.method} on {config.env.name}")
     return summary

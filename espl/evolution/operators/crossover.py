@@ -20,6 +20,7 @@ from typing import Any, Literal
 from agents.trajectory import Trajectory
 from espl.evolution.operators import templates
 from espl.evolution.operators.apply import apply_edits
+from espl.evolution.operators.edit_schema import edit_list_constraint
 from espl.evolution.operators.edits import ADD, MODIFY, REMOVE, EditRules, parse_edits, records
 from espl.evolution.reflector import ReflectorLike, ask_safely
 from espl.evolution.operators.protocol import IdSource, OperatorContext, Proposal, build_child
@@ -98,10 +99,6 @@ def crossover(
         return finish(None, "the best prompt won no problem of its own")
 
     text = _crossover_text(best, others, won, rollouts, config)
-    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.reply_tokens,
-                          stop=templates.JSON_BLOCK_END)
-    if not reply.ok:
-        return finish(None, f"the crossover call failed: {reply.error}")
     rules = EditRules(
         allowed_ops=frozenset({ADD, MODIFY, REMOVE}),
         n_principles=len(best.principles),
@@ -109,6 +106,11 @@ def crossover(
         overlong=config.overlong,
         require_evidence=config.require_evidence,
     )
+    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=config.reply_tokens,
+                          stop=templates.JSON_BLOCK_END,
+                          constraint=edit_list_constraint(rules, reason_first=config.reason_first))
+    if not reply.ok:
+        return finish(None, f"the crossover call failed: {reply.error}")
     parsed = parse_edits(reply.text, rules, stopped=reply.finish_reason == "stop")
     notes.extend(f"crossover: {reason}" for reason in parsed.rejected)
     trace["edits"] = records(parsed.edits)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from espl.evolution.operators import templates
+from espl.evolution.operators.edit_schema import edit_list_constraint
 from espl.evolution.operators.edits import ADD, MERGE, MODIFY, Edit, EditRules, parse_edits
 from espl.evolution.operators.summaries import ReflectedProblem, gold_text
 from espl.evolution.operators.text import clean_for_prompt
@@ -67,7 +68,8 @@ def critique(
     budget = config.critique_tokens
     if not config.reason_first:  # the list alone: no reply longer than the longest valid list
         budget = min(budget, edit_tokens(config.max_edits_per_problem, config))
-    replies = ask_safely(reflector, conversations, max_tokens=budget, stop=templates.JSON_BLOCK_END)
+    replies = ask_safely(reflector, conversations, max_tokens=budget, stop=templates.JSON_BLOCK_END,
+                         constraint=edit_list_constraint(rules, reason_first=config.reason_first))
     proposals: list[tuple[str, Edit]] = []
     for problem, reply in zip(problems, replies):
         task = problem.group.task_id
@@ -122,16 +124,17 @@ def _plan(
         max_words=config.max_principle_words,
     )
     budget = min(config.plan_tokens, edit_tokens(len(proposals), config))
-    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=budget,
-                          stop=templates.JSON_BLOCK_END)
-    if not reply.ok:
-        return [], f"the revision-plan call failed: {reply.error}"
     rules = EditRules(  # the reference's plan only modifies and merges: additions went in directly
         allowed_ops=frozenset({MODIFY, MERGE} if config.plan_mode == "reference" else {ADD, MODIFY, MERGE}),
         n_principles=len(parent.principles),
         max_words=config.max_principle_words,
         overlong=config.overlong,
     )
+    constraint = edit_list_constraint(rules, min_edits=1, max_edits=len(proposals))
+    (reply,) = ask_safely(reflector, [templates.conversation(text)], max_tokens=budget,
+                          stop=templates.JSON_BLOCK_END, constraint=constraint)
+    if not reply.ok:
+        return [], f"the revision-plan call failed: {reply.error}"
     parsed = parse_edits(reply.text, rules, stopped=reply.finish_reason == "stop")
     notes.extend(f"revision plan: {reason}" for reason in parsed.rejected)
     if parsed.error:
