@@ -2,9 +2,11 @@
 
 SmolLM2-135M in float32, batch 32 chat prompts, up to 64 new tokens at temperature 1. Each row
 decodes the same batch free and under a constraint, alternating (`ROUNDS` each), and reports
-tokens per second of what each returned (EOS included), the constrained row's
-`overhead` = free tok/s / constrained tok/s - 1, and the share of constrained outputs that
-match. The constraints are the two the harness uses: Search-R1's action format
+the time per decoding step of the batch (its wall time over its longest completion: the
+batch steps until its last row ends), the constrained row's `overhead` = constrained
+s/step / free s/step - 1, tokens per second of what each returned (EOS included; lower for
+the constrained side when its outputs are shorter, since the batch then steps with fewer
+rows), and the share of constrained outputs that match. The constraints are the two the harness uses: Search-R1's action format
 (`SearchEnv.action_regex`, a regular expression) and the critique's edit list
 (`edit_list_schema`, a JSON schema with two principles to modify or add to).
 
@@ -77,7 +79,7 @@ def _decode(engine: HFEngine, prompts: list[list[int]], constraint: Constraint |
     results = engine.generate(prompts, params)
     seconds = time.perf_counter() - started
     completions = [c[0] for c in results]
-    return sum(len(c.token_ids) for c in completions), seconds, completions
+    return sum(len(c.token_ids) for c in completions), seconds, completions, max(len(c.token_ids) for c in completions)
 
 
 @pytest.mark.slow
@@ -89,15 +91,16 @@ def test_constrained_vs_free_decoding(benchmark: Any, machine_load: None, engine
     _decode(engine, prompts[:1], constraint, seed=0)  # compiles the grammar once (cached per engine)
     compile_s = time.perf_counter() - started
     _decode(engine, prompts, None, seed=0)  # warm-up
-    free_tokens = free_s = constrained_tokens = constrained_s = 0.0
+    free_tokens = free_s = constrained_tokens = constrained_s = free_steps = constrained_steps = 0.0
     matched = total = 0
 
     def one_round(seed: int) -> None:
-        nonlocal free_tokens, free_s, constrained_tokens, constrained_s, matched, total
-        tokens, seconds, _ = _decode(engine, prompts, None, seed)
-        free_tokens, free_s = free_tokens + tokens, free_s + seconds
-        tokens, seconds, completions = _decode(engine, prompts, constraint, seed)
+        nonlocal free_tokens, free_s, constrained_tokens, constrained_s, matched, total, free_steps, constrained_steps
+        tokens, seconds, _, steps = _decode(engine, prompts, None, seed)
+        free_tokens, free_s, free_steps = free_tokens + tokens, free_s + seconds, free_steps + steps
+        tokens, seconds, completions, steps = _decode(engine, prompts, constraint, seed)
         constrained_tokens, constrained_s = constrained_tokens + tokens, constrained_s + seconds
+        constrained_steps += steps
         finished = [c for c in completions if c.finish_reason == "stop"]
         matched += sum(_matches(kind, c.text) for c in finished)
         total += len(finished)
@@ -105,13 +108,15 @@ def test_constrained_vs_free_decoding(benchmark: Any, machine_load: None, engine
     seeds = iter(range(1, 10_000))
     benchmark.pedantic(lambda: one_round(next(seeds)), rounds=ROUNDS, iterations=1)
     free_rate, constrained_rate = free_tokens / free_s, constrained_tokens / constrained_s
+    free_step, constrained_step = free_s / free_steps, constrained_s / constrained_steps
+    overhead = constrained_step / free_step - 1.0
     benchmark.extra_info.update(
         batch=BATCH, new_tokens=NEW_TOKENS, compile_s=round(compile_s, 2),
-        free_tok_s=round(free_rate, 1), constrained_tok_s=round(constrained_rate, 1),
-        overhead=round(free_rate / constrained_rate - 1.0, 3),
+        free_ms_per_step=round(1000 * free_step, 1), constrained_ms_per_step=round(1000 * constrained_step, 1),
+        overhead=round(overhead, 3), free_tok_s=round(free_rate, 1), constrained_tok_s=round(constrained_rate, 1),
         finished=total, finished_matching=matched,
     )
-    print(f"\n{kind}: free {free_rate:.0f} tok/s, constrained {constrained_rate:.0f} tok/s, "
-          f"overhead {free_rate / constrained_rate - 1:.1%}, {matched}/{total} finished outputs match, "
-          f"compile {compile_s:.2f} s")
+    print(f"\n{kind}: {1000 * free_step:.0f} ms/step free, {1000 * constrained_step:.0f} ms/step constrained, "
+          f"overhead {overhead:.1%}; {free_rate:.0f} vs {constrained_rate:.0f} tok/s; "
+          f"{matched}/{total} finished outputs match; compile {compile_s:.2f} s")
     assert total == 0 or matched == total
