@@ -89,7 +89,7 @@ def happy_engine() -> ScriptedEngine:
 def test_mutation_runs_three_batched_stages_and_applies_the_plan():
     population, parent, ratings = make_population()
     engine = happy_engine()
-    reflector = Reflector(engine)
+    reflector = Reflector(engine, structured=False)
     config = MutationConfig(summary_tokens=111, critique_tokens=222, plan_tokens=333, verbatim_words=0)
     result = mutate(
         parent, batch_rollouts(), reflector, step=7, new_id=population.new_id, config=config, ratings=ratings
@@ -290,6 +290,17 @@ def test_all_short_transcripts_mean_no_summary_call_at_all():
     assert len(engine.calls) == 2 and result.usage.batches == 2
     assert result.trace["verbatim"] == result.trace["summaries"] == 5
     assert result.child is not None
+
+
+def test_a_structured_reflector_gets_the_stage_caps():
+    """Decoded against the list's schema, a reply ends when the list does: the JSON stages get
+    their caps, not the two-tokens-a-word estimate."""
+    population, parent, _ = make_population()
+    engine = happy_engine()
+    config = MutationConfig(summary_tokens=111, critique_tokens=222, plan_tokens=333, verbatim_words=0)
+    mutate(parent, batch_rollouts(), Reflector(engine), step=1, new_id=population.new_id, config=config)
+    assert [call[1].max_tokens for call in engine.calls] == [111, 222, 333]
+    assert [call[1].constraint is not None for call in engine.calls] == [False, True, True]
 
 
 def test_a_stage_cap_below_the_edit_budget_wins():

@@ -126,6 +126,21 @@ def test_stage_stop_strings_join_the_sampling_stops_for_one_call_only():
     assert engine.calls[0][1].stop == ("END", "]\n```") and engine.calls[1][1].stop == ("END",)
 
 
+def test_a_structured_reflector_passes_the_stage_constraint_and_an_unstructured_one_does_not():
+    from agents.engine import Constraint
+
+    shape = Constraint(regex="[a-z]+")
+    engine = ScriptedEngine([constant("a"), constant("b"), constant("c")])
+    reflector = Reflector(engine, SamplingParams(max_tokens=300))
+    reflector.ask_many([conv("a")], max_tokens=40, constraint=shape)
+    reflector.ask_many([conv("b")], max_tokens=40)
+    unstructured = Reflector(engine, SamplingParams(max_tokens=300), structured=False)
+    unstructured.ask_many([conv("c")], max_tokens=40, constraint=shape)
+    assert [(params.max_tokens, params.constraint) for _, params, _ in engine.calls] == [
+        (40, shape), (40, None), (40, None)
+    ]
+
+
 def test_ask_safely_passes_stop_strings_only_to_implementations_that_get_some():
     class NoStop:  # written before `stop` existed
         usage = ReflectorUsage()
