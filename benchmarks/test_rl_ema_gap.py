@@ -129,10 +129,11 @@ def kl_figures(trainer: Any, anchors: BothAnchors, trajectories: list[Any]) -> d
     """Token-mean full-vocabulary KLs on the batch's policy tokens."""
     from espl.rl import batching
     from espl.rl.kl import exact_reverse_kl
+    from espl.rl.logits import output_layer
 
     totals = {"kl_exact": 0.0, "kl_factors": 0.0, "kl_between": 0.0}
     tokens = 0
-    head = batching.output_layer(trainer.model)
+    head = output_layer(trainer.model)
     trainer.model.eval()
     for batch in batching.micro_batches(trajectories, [0.0] * len(trajectories), 16, pad_id=trainer.pad_id):
         policy = head(batching.masked_hidden(trainer.model, batch)).float()

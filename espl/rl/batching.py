@@ -1,9 +1,10 @@
-"""From trajectories to padded training micro-batches, and per-token logprobs under a model.
+"""From trajectories to padded training micro-batches, and their final hidden states under a model.
 
 Position t of a sequence predicts token t+1, so a trajectory of L ids gives L-1 targets; the
-loss mask and the sampling logprobs shift with them. Logits are computed only at masked
-(policy) positions: the [B, T, V] logits tensor of a full forward would dominate memory
-for a 49k-token vocabulary. The samples of a group share their prompt, so a micro-batch runs
+loss mask and the sampling logprobs shift with them. Hidden states are kept only at masked
+(policy) positions, and logits are computed from them a chunk at a time (`espl.rl.logits`):
+the [B, T, V] logits tensor of a full forward would dominate memory at a 152k-token
+vocabulary. The samples of a group share their prompt, so a micro-batch runs
 each distinct prompt once and only the rest of every sequence per row (`SharedPrefix`).
 """
 
@@ -17,9 +18,6 @@ import torch
 from torch import Tensor
 
 from agents.trajectory import Trajectory
-
-LOGIT_CHUNK = 2048
-"""Rows of logits materialised at once when only logprobs are needed."""
 
 
 @dataclass
@@ -150,11 +148,19 @@ def _batch(
 
 
 def masked_hidden(model: Any, batch: MicroBatch) -> Tensor:
-    """Final hidden states [N, H] at the policy positions (N = mask.sum()), in mask order."""
+    """Final hidden states [N, H] at the policy positions (N = mask.sum()), in mask order.
+
+    A shared prefix runs through a key/value cache, which checkpointed layers drop (they
+    would run each row without its prompt): that combination is refused, not computed.
+    """
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     if batch.prefix is None:
-        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         use_cache=False).last_hidden_state
         return hidden[batch.mask]
+    if model.training and getattr(model, "is_gradient_checkpointing", False):
+        raise ValueError("a shared prefix cannot run through checkpointed layers (they drop its key/value cache): "
+                         "build the micro-batches with share_prefix=False under gradient checkpointing")
     from transformers import DynamicCache
 
     prefix = batch.prefix
@@ -168,21 +174,6 @@ def masked_hidden(model: Any, batch: MicroBatch) -> Tensor:
     hidden = decoder(input_ids=batch.input_ids, attention_mask=attention, position_ids=positions,
                      past_key_values=cache, use_cache=True).last_hidden_state
     return hidden[batch.mask]
-
-
-def output_layer(model: Any) -> Any:
-    return model.get_output_embeddings()
-
-
-def token_logprobs(model: Any, hidden: Tensor, targets: Tensor, *, temperature: float = 1.0) -> Tensor:
-    """log softmax(lm_head(hidden) / temperature)[target] for each row, chunked over rows."""
-    head = output_layer(model)
-    pieces = []
-    for start in range(0, hidden.shape[0], LOGIT_CHUNK):
-        logits = head(hidden[start : start + LOGIT_CHUNK]).float() / temperature
-        chosen = logits.gather(-1, targets[start : start + LOGIT_CHUNK, None]).squeeze(-1)
-        pieces.append(chosen - torch.logsumexp(logits, dim=-1))
-    return torch.cat(pieces) if pieces else hidden.new_zeros(0)
 
 
 def scatter_rows(values: Tensor, mask: Tensor) -> Tensor:

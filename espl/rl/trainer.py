@@ -18,6 +18,7 @@ the step's normaliser, so gradient accumulation gives exactly the mini-batch's g
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Hashable, Sequence
@@ -27,10 +28,10 @@ import torch
 
 from agents.engine import Adapter
 from agents.trajectory import Trajectory
-from espl.rl import batching, updates
+from espl.rl import batching, logits, updates
 from espl.rl.advantages import compute_advantages
 from espl.rl.anchor import ANCHOR_KINDS, make_anchor
-from espl.rl.kl import k3_kl, sampling_topk_ids, topk_reverse_kl_from_logits
+from espl.rl.kl import k3_kl
 from espl.rl.lora import POLICY, adapter_tensors, attach_lora, publish_adapter
 from espl.rl.losses import LossInputs, LossOutput, make_loss
 from espl.rl.settings import TrainerConfig
@@ -172,7 +173,7 @@ class LoRATrainer:
                                             share_prefix=self.config.share_prefix):
             with autocast:
                 hidden = batching.masked_hidden(self.model, batch)
-            values = batching.token_logprobs(self.model, hidden, batch.targets[batch.mask],
+            values = logits.token_logprobs(self.model, hidden, batch.targets[batch.mask],
                                              temperature=self.config.temperature).tolist()
             start = 0
             for r, i in enumerate(batch.rows):
@@ -194,26 +195,23 @@ class LoRATrainer:
             hidden = batching.masked_hidden(self.model, batch)
         kl, extra = None, {}
         if self.anchor is not None:
-            head = batching.output_layer(self.model)
-            logits = head(hidden).float() / temperature
-            logprobs_rows = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
             with torch.no_grad(), self.anchor.active(), autocast:
-                anchor_logits = head(batching.masked_hidden(self.model, batch)).float() / temperature
-            kl_rows = topk_reverse_kl_from_logits(
-                logits[None], anchor_logits[None], targets[None], old_rows[None],
-                sampling_topk_ids(logits[None], self.config.kl.topk), form=self.config.kl.form,
-            )[0]
+                anchor_hidden = batching.masked_hidden(self.model, batch)
+            logprobs_rows, kl_rows = logits.topk_kl_rows(
+                self.model, hidden, anchor_hidden, targets, old_rows, k=self.config.kl.topk, form=self.config.kl.form,
+                temperature=temperature, anchor_scope=self._anchor_head_scope,
+            )
             kl = batching.scatter_rows(kl_rows, batch.mask)
             with torch.no_grad():  # the top-k KL's s = sg(pi(p) / pi_old(p)) on every policy token
                 weight = (logprobs_rows.detach() - old_rows).exp()
                 extra = {"kl_is_weight_mean": weight.mean(), "kl_is_weight_max": weight.max(),
                          "kl_is_weight_min": weight.min()}
         else:
-            logprobs_rows = batching.token_logprobs(self.model, hidden, targets, temperature=temperature)
+            logprobs_rows = logits.token_logprobs(self.model, hidden, targets, temperature=temperature)
             if self.config.kl.kind == "k3":
                 with torch.no_grad(), self.model.disable_adapter(), autocast:
                     ref_hidden = batching.masked_hidden(self.model, batch)
-                    ref_rows = batching.token_logprobs(self.model, ref_hidden, targets, temperature=temperature)
+                    ref_rows = logits.token_logprobs(self.model, ref_hidden, targets, temperature=temperature)
                 kl = batching.scatter_rows(k3_kl(logprobs_rows, ref_rows), batch.mask)
         logprobs = batching.scatter_rows(logprobs_rows, batch.mask)
         weights = None
@@ -222,6 +220,13 @@ class LoRATrainer:
         output = self.loss(LossInputs(logprobs, batch.old_logprobs, batch.advantages, batch.mask, kl, weights))
         output.stats.update(extra)
         return output
+
+    def _anchor_head_scope(self) -> Any:
+        """The anchor's output layer, while the top-k KL computes its logits: the policy's own
+        unless LoRA adapts the output layer too."""
+        if POLICY in getattr(logits.output_layer(self.model), "lora_A", {}):
+            return self.anchor.active()  # type: ignore[union-attr]
+        return contextlib.nullcontext()
 
     # -- hand-off to engines -------------------------------------------------------------
     def publish(self, directory: str) -> Adapter:
