@@ -123,6 +123,90 @@ def test_a_shared_prompt_prefix_gives_the_same_gradient(base_model, loss: str, k
             torch.testing.assert_close(grads[0][name], other[name], rtol=1e-4, atol=1e-5 * float(scale))
 
 
+def _recording(trainer: LoRATrainer) -> tuple[dict[int, torch.Tensor], list[bool]]:
+    """Spy on the trainer's micro-batches: each row's per-token logprobs as the loss sees them
+    (by trajectory index), and whether each micro-batch ran a shared prefix."""
+    logprobs: dict[int, torch.Tensor] = {}
+    prefixes: list[bool] = []
+    micro_loss, loss = trainer._micro_loss, trainer.loss
+
+    def recorded(batch):
+        def spy(inputs):
+            for r, i in enumerate(batch.rows):
+                logprobs[i] = inputs.logprobs[r][inputs.mask[r]].detach().clone()
+            return loss(inputs)
+
+        prefixes.append(batch.prefix is not None)
+        trainer.loss = spy
+        try:
+            return micro_loss(batch)
+        finally:
+            trainer.loss = loss
+
+    trainer._micro_loss = recorded  # type: ignore[method-assign]
+    return logprobs, prefixes
+
+
+@pytest.mark.parametrize(("loss", "kl"), [
+    ("grpo", KLSettings()),
+    ("reinforce", KLSettings(kind="k3", coef=0.1)),
+    ("ema_pg", KLSettings(kind="topk", topk=8, anchor="factors")),
+    ("ema_pg", KLSettings(kind="topk", topk=8, anchor="exact")),
+], ids=["none", "k3", "topk-factors", "topk-exact"])
+def test_gradient_checkpointing_is_exact_with_a_shared_prefix(base_model, loss: str, kl: KLSettings) -> None:
+    """Checkpointed layers run without a key/value cache: with `share_prefix` on, the trainer
+    must still give the logprobs and gradients of whole sequences run without sharing."""
+    trajectories, keys = _grouped_trajectories(groups=2, size=3)
+    results = {}
+    for share, checkpointing in ((False, False), (True, False), (True, True)):
+        config = TrainerConfig(loss=loss, kl=kl, micro_batch_size=6, share_prefix=share, lora=SMALL_LORA,
+                               lr=0.0, grad_clip=1e9, gradient_checkpointing=checkpointing)
+        trainer = LoRATrainer(_model(base_model), config)
+        assert trainer.model.is_gradient_checkpointing == checkpointing
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # non-zero B (also the anchor's: a KL that is not zero)
+            for name, tensor in adapter_tensors(trainer.model, POLICY).items():
+                if "lora_B" in name:
+                    tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.05)
+            if trainer.anchor is not None:
+                trainer.anchor.update(0.0)
+                for tensor in adapter_tensors(trainer.model, POLICY).values():
+                    tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.02)
+        logprobs, prefixes = _recording(trainer)
+        stats = trainer.step(trajectories, keys)
+        results[share, checkpointing] = (logprobs, _grads(trainer), prefixes, stats)
+    reference_logprobs, reference_grads, _, reference_stats = results[False, False]
+    assert results[True, False][2] == [True], "the shared-prefix path did not run: the comparison would be vacuous"
+    assert results[True, True][2] == [False]
+    if kl.kind != "none":
+        assert abs(reference_stats["kl_mean"]) > 1e-6
+    scale = max(g.abs().max() for g in reference_grads.values())
+    assert scale > 0 and len(reference_logprobs) == len(trajectories)
+    for key in ((True, False), (True, True)):
+        logprobs, grads, _, stats = results[key]
+        for i, expected in reference_logprobs.items():
+            torch.testing.assert_close(logprobs[i], expected, rtol=1e-5, atol=1e-5)
+        assert grads.keys() == reference_grads.keys()
+        for name, expected in reference_grads.items():
+            torch.testing.assert_close(grads[name], expected, rtol=1e-4, atol=1e-5 * float(scale))
+        for name in ("loss", "kl_mean") if kl.kind != "none" else ("loss",):
+            assert stats[name] == pytest.approx(reference_stats[name], rel=1e-4, abs=1e-6), name
+
+
+def test_a_shared_prefix_is_refused_by_checkpointed_layers(base_model) -> None:
+    from espl.rl.batching import masked_hidden, micro_batches
+
+    trainer = LoRATrainer(_model(base_model), TrainerConfig(lora=SMALL_LORA, gradient_checkpointing=True))
+    trajectories, _ = _grouped_trajectories(groups=1, size=2)
+    (batch,) = micro_batches(trajectories, [1.0, 0.0], 2, pad_id=0)
+    assert batch.prefix is not None
+    trainer.model.train()
+    with pytest.raises(ValueError, match="shared prefix"):
+        masked_hidden(trainer.model, batch)
+    trainer.model.eval()  # without autograd's training mode the layers keep the cache
+    assert masked_hidden(trainer.model, batch).shape[0] == int(batch.mask.sum())
+
+
 def test_micro_batches_run_each_shared_prompt_once() -> None:
     from espl.rl.batching import micro_batches
 

@@ -76,7 +76,14 @@ class TrainerConfig:
     min(pi_trainer_old / pi_engine, tis_cap), detached (truncated importance sampling, C = 2
     as in TRL's `vllm_importance_sampling_cap` and the TIS write-up)."""
     share_prefix: bool = True
-    """Run each group's shared prompt once per micro-batch (same gradient, less compute)."""
+    """Run each group's shared prompt once per micro-batch (same gradient, less compute).
+    Under `gradient_checkpointing` only the passes without autograd (old logprobs) share it."""
+    gradient_checkpointing: bool = False
+    """Keep only each decoder layer's input for backward and run the layer again there
+    (non-reentrant `torch.utils.checkpoint`): activation memory falls from every layer's
+    intermediates to one [tokens, H] tensor per layer, for about one more forward pass of
+    compute. Checkpointed layers run without a key/value cache, so the training passes then
+    run each row's prompt with the row (exact, but the prompt's compute is no longer shared)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     kl: KLSettings = field(default_factory=KLSettings)
     bf16: bool = False

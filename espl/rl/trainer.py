@@ -14,6 +14,8 @@ no step and does not count, so no update is lost to it.
 
 Memory stays bounded by the micro-batch: each micro-batch's loss is scaled by its share of
 the step's normaliser, so gradient accumulation gives exactly the mini-batch's gradient.
+Within a micro-batch, logits exist a chunk of rows at a time and are recomputed in backward
+(`espl.rl.logits`); `gradient_checkpointing` recomputes each decoder layer too.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class LoRATrainer:
         with_factors = kl.kind == "topk" and kl.anchor == "factors"
         self.model = attach_lora(model, self.config.lora, with_anchor=with_factors, seed=seed)
         self.anchor = make_anchor(self.model, kl.anchor) if kl.kind == "topk" else None
+        if self.config.gradient_checkpointing:
+            # Non-reentrant: LoRA weights inside a checkpointed layer get their gradients without
+            # the inputs requiring grad (transformers still hooks the embeddings to require it).
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.device = next(self.model.parameters()).device
         self.pad_id = pad_id
         self.seed = seed
@@ -138,9 +144,10 @@ class LoRATrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
+        # Checkpointed layers drop the prefix's key/value cache: each row then runs its own prompt.
+        share_prefix = self.config.share_prefix and not self.config.gradient_checkpointing
         for batch in batching.micro_batches(chosen, advantages, self.config.micro_batch_size, pad_id=self.pad_id,
-                                            device=self.device, share_prefix=self.config.share_prefix,
-                                            old_logprobs=old):
+                                            device=self.device, share_prefix=share_prefix, old_logprobs=old):
             output = self._micro_loss(batch)
             weight = updates.micro_weight(self.loss.aggregation, batch.mask, totals)
             (output.loss * weight).backward()
