@@ -30,7 +30,9 @@ def output_layer(model: Any) -> Any:
     return model.get_output_embeddings()
 
 
-def over_chunks(function: Callable[..., tuple[Tensor, ...]], rows: tuple[Tensor, ...], chunk: int) -> tuple[Tensor, ...]:
+def over_chunks(
+    function: Callable[..., tuple[Tensor, ...]], rows: tuple[Tensor, ...], chunk: int
+) -> tuple[Tensor, ...]:
     """`function` on each chunk of `rows` (tensors with the same first dimension N), its
     outputs (tensors [chunk, ...]) concatenated; checkpointed when autograd records."""
     if chunk < 1:
