@@ -48,7 +48,8 @@ def test_a_machine_with_an_nvidia_gpu_installs_the_cuda_builds(tmp_path: Path) -
     assert "torch==2.13.0" not in text, "the CPU wheel's own install line is the CPU path's"
     assert ".[vllm," not in text and "uninstall" not in text, "vLLM's CUDA build needs triton and torchvision"
     check = next(line for line in lines if "torch.cuda.is_available()" in line)
-    assert lines.index(check) > max(i for i, line in enumerate(lines) if "pip install" in line), "checked after installing"
+    last_install = max(i for i, line in enumerate(lines) if "pip install" in line)
+    assert lines.index(check) > last_install, "torch is checked once everything is installed"
 
 
 def test_a_machine_without_a_gpu_installs_the_cpu_builds(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ made offline (`random_model`), and only this repository's trainer and engine run
   memory-bandwidth bound (`bound`).
 
 `--dry-run` runs the same code on the CPU with a scaled-down model of the same architecture in
-fp32 and smaller shapes (decode batch 16), in under a minute on two cores. Progress goes to stderr; the exit status is non-zero if
-any phase failed, and the summary line then names the failures.
+fp32 and smaller shapes (decode batch 16), in under a minute on two cores. Progress goes to
+stderr; the exit status is non-zero if any phase failed, and the summary line then names the
+failures.
 
     benchmarks/gpu/check.sh            # on the GPU machine
     benchmarks/gpu/check.sh --dry-run  # anywhere
@@ -25,6 +26,7 @@ any phase failed, and the summary line then names the failures.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: run the check on a GPU machine, or with --dry-run", file=sys.stderr)
         return 2
     shapes = DRY_RUN_SHAPES if args.dry_run else GPU_SHAPES
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    cpu = platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu})"
     bandwidth = args.bandwidth_gbs if args.bandwidth_gbs is not None else known_bandwidth_gbs(name)
     summary: dict[str, Any] = {"check": "gpu", "dry_run": args.dry_run, "device": name, **versions(),
                                "config": FULL_CONFIG.name + (" (scaled down)" if args.dry_run else ""),
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     progress("training steps")
     summary["train"] = run_phase("train", errors, lambda: measure_training(trainer, shapes, device))
     trainer.optimizer.zero_grad(set_to_none=True)
+    gc.collect()  # a failed step's tensors go before decoding needs the memory
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -107,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         summary[label] = run_phase(label, errors, lambda: measure_decoding(engine, adapter, shapes, device, bandwidth))
 
     train, decode = summary.get("train") or {}, summary.get("decode") or {}
+    bound = decode.get("bound") or {}
     summary.update(
         peak_memory_gib=train.get("peak_memory_gib"), step_s=train.get("step_s"),
-        tokens_per_s=decode.get("tokens_per_s"), bound_tokens_per_s=(decode.get("bound") or {}).get("bound_tokens_per_s"),
-        fraction_of_bound=(decode.get("bound") or {}).get("fraction_of_bound"),
+        tokens_per_s=decode.get("tokens_per_s"), bound_tokens_per_s=bound.get("bound_tokens_per_s"),
+        fraction_of_bound=bound.get("fraction_of_bound"),
         ok=not errors, errors=errors, wall_s=round(time.perf_counter() - started, 1),
     )
     print(json.dumps(summary, allow_nan=False), flush=True)
@@ -149,7 +154,7 @@ def measure_training(trainer: LoRATrainer, shapes: Shapes, device: torch.device)
     }
     reset_peak(device)
     if out["gradient_checkpointing_requested"] and not out["gradient_checkpointing_active"]:
-        progress("gradient checkpointing was asked for, but the model does not checkpoint: this trainer does not wire it")
+        progress("gradient checkpointing was asked for, but the trainer left it off on the model")
     for _ in range(shapes.warmup_steps):
         stats, warmup_s = timed(lambda: trainer.step(batch, keys), device)
         out["warmup_s"] = round(warmup_s, 3)
