@@ -10,9 +10,10 @@ the "old" policy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from envs.base import Message
+if TYPE_CHECKING:  # a type only: the trainer and engines import trajectories without gymnasium
+    from envs.base import Message
 
 SUCCESS_REWARD = 1.0
 """An episode succeeded when its reward reaches this: the envs reward a correct answer with 1."""

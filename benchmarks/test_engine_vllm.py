@@ -20,6 +20,7 @@ import pytest
 
 from agents.chat import render_prompt_ids
 from agents.engine import SamplingParams
+from benchmarks.peers import require
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -39,7 +40,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def engine() -> Any:
-    pytest.importorskip("vllm")
+    require("vllm")
     from agents.engines.vllm import VLLMEngine
 
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.peers import require
 from envs.datasets import load_rows
 from envs.retrieval.corpus import BUILTIN, load_corpus, write_corpus
 from envs.retrieval.index import build_index
@@ -58,7 +59,7 @@ def backend_params(*names: str):
 @pytest.mark.parametrize("backend", backend_params("bm25s", "pyserini"))
 def test_recall_full_corpus(benchmark, backend: str) -> None:
     if backend == "pyserini":
-        pytest.importorskip("pyserini")
+        require("pyserini")
     retriever = LocalRetriever.builtin(backend)
     retriever.warm_up()
     figures = evaluate(benchmark, retriever, load_rows("hotpotqa_dev_distractor"))
@@ -78,9 +79,9 @@ def subset_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("backend", backend_params("bm25s", "pyserini", "dense"))
 def test_recall_distractor_subset(benchmark, backend: str, subset_corpus: Path, tmp_path: Path) -> None:
     if backend == "pyserini":
-        pytest.importorskip("pyserini")
+        require("pyserini")
     if backend == "dense":
-        pytest.importorskip("faiss")
+        require("faiss")
     retriever = LocalRetriever(build_index(subset_corpus, tmp_path / backend, backend))
     retriever.warm_up()
     figures = evaluate(benchmark, retriever, load_rows("hotpotqa_dev_distractor")[:SUBSET_QUESTIONS])
@@ -90,7 +91,7 @@ def test_recall_distractor_subset(benchmark, backend: str, subset_corpus: Path, 
 @pytest.mark.slow
 @pytest.mark.pyserini
 def test_top10_overlap_pyserini_vs_bm25s(benchmark) -> None:
-    pytest.importorskip("pyserini")
+    require("pyserini")
     questions = [row["question"] for row in load_rows("hotpotqa_dev_distractor")]
     ours, lucene = LocalRetriever.builtin("bm25s"), LocalRetriever.builtin("pyserini")
     ours.warm_up()

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from benchmarks.peers import require
 from envs.datasets import load_rows
 from envs.retrieval.backends.bm25s_backend import BM25sBackend
 from envs.retrieval.client import RetrievalClient
@@ -127,7 +128,7 @@ def record(benchmark, questions: list[str], **extra: float) -> None:
 @pytest.mark.parametrize("engine", ["numba", "numpy"])
 def test_bm25s_in_process(benchmark, questions: list[str], inprocess: LocalRetriever, engine: str) -> None:
     if engine == "numba":
-        pytest.importorskip("numba")
+        require("numba")
     backend = BM25sBackend.load(inprocess.index.directory, inprocess.corpus, engine=engine)
     retriever = LocalRetriever(dataclasses.replace(inprocess.index, backend=backend))
     retriever.warm_up()
@@ -198,7 +199,7 @@ def test_in_process_beside_a_busy_process(benchmark, questions: list[str], inpro
 
 @pytest.mark.pyserini
 def test_server_vs_pyserini_batch_search(benchmark, questions: list[str], client) -> None:
-    pytest.importorskip("pyserini")
+    require("pyserini")
     lucene = open_builtin_index("pyserini").backend
     searcher, qids = lucene.searcher, [str(i) for i in range(len(questions))]
     # The JVM needs many passes before its JIT reaches full speed; give it them.

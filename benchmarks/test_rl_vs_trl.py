@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.peers import require
 from benchmarks.workers.client import StepWorker
 from benchmarks.workers.runtime import scale
 from benchmarks.workers.workload import current_workload
 
-pytest.importorskip("trl")
 pytestmark = pytest.mark.slow
 
 TIMED_STEPS = scale(3, 1)
@@ -38,6 +38,7 @@ TRL_CHECKPOINTING = os.environ.get("ESPL_BENCH_TRL_GRADIENT_CHECKPOINTING", "0")
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[dict[str, StepWorker]]:
+    require("trl")
     args = ["--steps", str(WARMUP_STEPS + TIMED_STEPS)] + (["--gradient-checkpointing"] if TRL_CHECKPOINTING else [])
     with StepWorker("rl_step_trl.py", *args) as trl, StepWorker("rl_step_ours.py") as ours:
         yield {"trl": trl, "ours": ours}

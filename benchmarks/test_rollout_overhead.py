@@ -25,6 +25,7 @@ import pytest
 from agents import chat
 from agents.engine import SamplingParams
 from agents.rollout import Episode, RolloutConfig, RolloutDriver
+from benchmarks.peers import require
 from benchmarks.workers.runtime import scale
 from envs import registry
 
@@ -57,7 +58,7 @@ def get_engine(engines: dict[tuple[str, str], Any], kind: str, dtype: str) -> An
 
             engines[kind, dtype] = HFEngine(MODEL, dtype=dtype, max_batch_size=128)
         else:
-            pytest.importorskip("vllm")
+            require("vllm")
             from agents.engines.vllm import VLLMEngine
 
             engines[kind, dtype] = VLLMEngine(MODEL, dtype=dtype, enable_lora=False, kv_cache_gib=2, max_model_len=2048)
