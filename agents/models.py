@@ -164,9 +164,16 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Any:
 
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu") -> Any:
-    """A causal LM in eval mode on `device` (`dtype`: float32, bfloat16 or float16)."""
+    """A causal LM in eval mode on `device` (`dtype`: float32, bfloat16 or float16); `auto`
+    for either resolves on this machine (`agents.devices`)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    if "auto" in (dtype, device):
+        from agents.devices import resolve_precision
+
+        precision = resolve_precision(device, dtype)
+        dtype, device = precision.dtype, precision.device
 
     model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=getattr(torch, dtype))
     return model.to(device).eval()

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from espl.config import ConfigError, RunConfig, load_config
 from espl.run.plan import plan_run
+
+OTHER_DEVICE = "cpu" if torch.cuda.is_available() else "cuda"
+"""Not what `auto` resolves to here: the CPU where a GPU is seen, else a GPU (refused by name)."""
 
 BASE = {"method": "espl", "env.name": "hotpotqa"}
 """The fullest run: RL and evolution, on an env that searches."""
@@ -31,7 +35,8 @@ ALTERNATIVES: dict[str, tuple[Any, dict[str, Any]]] = {
     "env.kwargs": ({"max_searches": 2}, {}),
     "policy.model": ("tiny-random", {}),
     "policy.engine": ("vllm", {}),
-    "policy.dtype": ("bfloat16", {}),
+    "policy.dtype": ("float16", {}),  # never what auto picks, on any machine
+    "policy.device": (OTHER_DEVICE, {}),
     "policy.base_urls": (["http://127.0.0.1:9"], {"policy.engine": "openai", "method": "evolution",
                                                    "policy.base_urls": ["http://127.0.0.1:8"]}),
     "policy.placement": ("user", {}),
@@ -136,6 +141,11 @@ def test_a_key_changes_the_run_or_is_refused_by_name(key: str, hint: Any, defaul
         ({"env.name": "gsm8k", "env.retriever_url": "http://x"}, "env.retriever_url"),
         ({"samples_per_problem": 0}, "samples_per_problem"),
         ({"policy.max_total_tokens": 16, "policy.max_tokens": 32}, "policy.max_total_tokens"),
+        ({"policy.device": "tpu"}, "policy.device"),
+        ({"policy.device": "cuda:99"}, "policy.device"),
+        ({"policy.engine": "openai", "method": "evolution", "policy.base_urls": ["http://x"], "policy.device": "cpu"},
+         "policy.device"),
+        ({"policy.engine": "vllm", "method": "evolution", "policy.device": "cpu"}, "policy.device"),
     ],
 )
 def test_cross_checks_refuse_before_anything_loads(settings: dict[str, Any], key: str) -> None:

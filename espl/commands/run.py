@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(args)
         from espl.run.plan import plan_run
 
-        plan_run(config)  # every cross-check, before a directory or a model exists
+        plan = plan_run(config)  # every cross-check, before a directory or a model exists
     except (ConfigError, FileNotFoundError) as error:
         console.print(f"[red]config error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
         run_dir.create().write_json(CONFIG, config.to_dict())
     console.print(f"run directory: [bold]{run_dir.path}[/bold]")
+    if plan.precision is not None:
+        console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)
     try:
         with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
             summary = run_training(config, run_dir, observer=progress.update, status=progress.status)

@@ -32,7 +32,8 @@ def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False
     A model that already is a peft model with a `policy` adapter is returned as is. peft draws
     the A factors from torch's global RNG; they are drawn here from `seed` instead (the global
     RNG is left as it was), so two runs with one seed start from the same adapter: B = 0 hides
-    A from the first rollouts, but not from the first gradient.
+    A from the first rollouts, but not from the first gradient. Adapters are float32 whatever
+    the base's dtype (`float32_adapters`).
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -47,9 +48,9 @@ def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False
             task_type="CAUSAL_LM",
         )
         with _seeded(model, seed):
-            peft_model = get_peft_model(model, config, adapter_name=POLICY)
+            peft_model = get_peft_model(model, config, adapter_name=POLICY, autocast_adapter_dtype=True)
     if with_anchor and ANCHOR not in peft_model.peft_config:
-        peft_model.add_adapter(ANCHOR, peft_model.peft_config[POLICY])
+        peft_model.add_adapter(ANCHOR, peft_model.peft_config[POLICY], autocast_adapter_dtype=True)
         with torch.no_grad():
             anchor = adapter_tensors(peft_model, ANCHOR)
             for name, tensor in adapter_tensors(peft_model, POLICY).items():
@@ -59,7 +60,19 @@ def attach_lora(model: Any, settings: LoraSettings, *, with_anchor: bool = False
     peft_model.set_adapter(POLICY)
     for tensor in adapter_tensors(peft_model, POLICY).values():
         tensor.requires_grad_(True)
+    float32_adapters(peft_model)
     return peft_model
+
+
+def float32_adapters(peft_model: Any) -> None:
+    """Every LoRA factor in float32, also on a bf16 base. bf16 keeps 8 significant bits, so an
+    Adam step smaller than 1/256 of a weight would round away, and the optimizer's moments
+    (which take their parameter's dtype) would be as coarse. peft upcasts new adapters itself
+    (`autocast_adapter_dtype`); a model handed in with bf16 adapters is upcast here. peft's
+    LoRA layers cast their input to the factors' dtype and the result back to the base's."""
+    for name, parameter in peft_model.named_parameters():
+        if "lora_" in name and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
 
 
 @contextmanager

@@ -71,12 +71,13 @@ def build_policy(plan: RunPlan, *, adapter_dir: str) -> Policy:
 
     spec = plan.engine
     if plan.trainer is None:
-        return Policy(make_engine(spec.name, model=spec.model, **_device_kwargs(spec.name), **spec.kwargs))
+        return Policy(make_engine(spec.name, model=spec.model, **spec.kwargs))
     from agents import models
     from espl.rl.trainer import LoRATrainer
 
+    assert plan.precision is not None, "the plan refuses training on an engine that places itself remotely"
     tokenizer = models.load_tokenizer(spec.model)
-    model = models.load_model(spec.model, dtype=plan.model_dtype, device=_device())
+    model = models.load_model(spec.model, dtype=plan.precision.dtype, device=plan.precision.device)
     trainer = LoRATrainer(model, plan.trainer, pad_id=tokenizer.pad_token_id or 0, seed=plan.seed, publish_dir=adapter_dir)
     if spec.name == "hf":
         from agents.engines.hf import HFEngine
@@ -87,16 +88,6 @@ def build_policy(plan: RunPlan, *, adapter_dir: str) -> Policy:
     built = Policy(engine, trainer)
     built.after_update()
     return built
-
-
-def _device_kwargs(engine: str) -> dict[str, Any]:
-    return {"device": _device()} if engine == "hf" else {}
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def env_factory(plan: RunPlan, split: str, tokenizer: Any = None) -> Callable[[], TextEnv]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from agents.devices import DeviceError, Precision, resolve_precision
 from agents.engine import SamplingParams
 from agents.rollout import RolloutConfig
 from espl.config import ConfigError, RunConfig
@@ -45,7 +46,8 @@ class RunPlan:
     env_kwargs: dict[str, Any]
     splits: tuple[str, str]
     engine: EngineSpec
-    model_dtype: str
+    precision: Precision | None
+    """Device and dtype of the policy's model (and the trainer's); None: servers choose."""
     trainer: TrainerConfig | None
     train_rollout: RolloutConfig
     eval_rollout: RolloutConfig
@@ -70,7 +72,7 @@ def plan_run(config: RunConfig) -> RunPlan:
         raise ConfigError(f"method: {error}") from None
     _check_ranges(config)
     env_id, env_kwargs = _env(config)
-    engine = _engine(config, trains=method.trains_weights)
+    engine, precision = _engine(config, trains=method.trains_weights)
     trainer = _trainer(config) if method.trains_weights else None
     policy = config.policy
     evolution = config.evolution
@@ -83,7 +85,7 @@ def plan_run(config: RunConfig) -> RunPlan:
         env_kwargs=env_kwargs,
         splits=(config.env.train_split, config.env.test_split),
         engine=engine,
-        model_dtype=policy_dtype(config),
+        precision=precision,
         trainer=trainer,
         train_rollout=rollout_config(config, policy.temperature),
         eval_rollout=rollout_config(config, config.eval_temperature),
@@ -170,15 +172,16 @@ def env_parameters(env_id: str) -> set[str]:
     return set(inspect.signature(entry_point).parameters) - {"self", "render_mode"}
 
 
-def policy_dtype(config: RunConfig) -> str:
-    """`policy.dtype`, with "auto" resolved per engine: float32 in process, bfloat16 for vLLM."""
-    dtype = config.policy.dtype
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if config.policy.engine == "vllm" else "float32"
+def policy_precision(config: RunConfig) -> Precision:
+    """`policy.device` and `policy.dtype` resolved on this machine (`agents.devices`): a GPU
+    that is not there is refused here, before any model loads."""
+    try:
+        return resolve_precision(config.policy.device, config.policy.dtype)
+    except DeviceError as error:
+        raise ConfigError(f"policy.device: {error}") from None
 
 
-def _engine(config: RunConfig, *, trains: bool) -> EngineSpec:
+def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision | None]:
     from agents.engines import list_engines
 
     policy = config.policy
@@ -191,12 +194,19 @@ def _engine(config: RunConfig, *, trains: bool) -> EngineSpec:
             raise ConfigError(f"policy.engine: the openai engine cannot train; method {config.method!r} trains (use hf or vllm)")
         if not policy.base_urls:
             raise ConfigError("policy.base_urls: the openai engine needs at least one server URL")
-        if policy.dtype != "auto":
-            raise ConfigError("policy.dtype: the openai engine's servers choose their own dtype")
-        return EngineSpec("openai", policy.model, {"base_urls": list(policy.base_urls)})
+        for key in ("dtype", "device"):
+            if getattr(policy, key) != "auto":
+                raise ConfigError(f"policy.{key}: the openai engine's servers choose their own {key}")
+        return EngineSpec("openai", policy.model, {"base_urls": list(policy.base_urls)}), None
+    precision = policy_precision(config)
+    if policy.engine == "hf":
+        return EngineSpec("hf", policy.model, {"dtype": precision.dtype, "device": precision.device}), precision
+    if policy.device != "auto" and not trains:  # it would place only the trainer's model
+        raise ConfigError(f"policy.device: the {policy.engine} engine places itself (vLLM: CUDA_VISIBLE_DEVICES), and "
+                          f"method {config.method!r} trains no model here")
     if policy.engine == "vllm":
-        return EngineSpec("vllm", policy.model, {"dtype": policy_dtype(config), "seed": config.seed})
-    return EngineSpec(policy.engine, policy.model, {"dtype": policy_dtype(config)})
+        return EngineSpec("vllm", policy.model, {"dtype": precision.dtype, "seed": config.seed}), precision
+    return EngineSpec(policy.engine, policy.model, {"dtype": precision.dtype}), precision
 
 
 def rollout_config(config: RunConfig, temperature: float) -> RolloutConfig:

@@ -12,9 +12,11 @@ from espl.run.run_dir import SUMMARY, RunDir
 
 
 def build_summary(
-    config: RunConfig, state: Any, population: Any, eval_prompt_id: str, records: Iterable[Mapping[str, Any]] = ()
+    config: RunConfig, state: Any, population: Any, eval_prompt_id: str, records: Iterable[Mapping[str, Any]] = (),
+    precision: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's row; `records` (its metrics lines) give the `activity` block."""
+    """The run's row; `records` (its metrics lines) give the `activity` block, `precision` the
+    policy's device and dtype as resolved on this machine (None: the engine's servers chose)."""
     evals = list(state.evals)
     final = evals[-1] if evals else {}
     best = max(evals, key=lambda e: e.get("accuracy", 0.0)) if evals else {}
@@ -29,6 +31,7 @@ def build_summary(
         "budget": state.budget.to_dict(),
         "wall_s": round(state.wall_s, 2),
         "hardware": hardware(),
+        "precision": None if precision is None else dict(precision),
         "git_commit": git_commit(),
         "final": {k: v for k, v in final.items() if k != "prompt_id"},
         "best": {k: v for k, v in best.items() if k != "prompt_id"},

@@ -32,7 +32,9 @@ def run_training(
     finally:
         run.close()
     records = list(run.run_dir.read(METRICS))
-    summary = build_summary(config, run.state, result.population, result.eval_prompt.id, records)
+    precision = run.plan.precision
+    summary = build_summary(config, run.state, result.population, result.eval_prompt.id, records,
+                            precision=None if precision is None else precision.to_dict())
     for key, value in result.summary.items():
         if isinstance(value, dict) and isinstance(summary.get(key), dict):
             summary[key].update(value)
