@@ -19,6 +19,7 @@ from agents.engine import SamplingParams
 from agents.rollout import RolloutConfig
 from espl.config import ConfigError, RunConfig
 from espl.rl.settings import KLSettings, TrainerConfig
+from espl.run.vllm_plan import refuse_vllm_settings, vllm_engine_kwargs
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ def _engine(config: RunConfig, *, trains: bool) -> EngineSpec:
     if policy.base_urls and policy.engine != "openai":
         raise ConfigError(f"policy.base_urls is only read by the openai engine (policy.engine is {policy.engine!r})")
     if policy.engine == "openai":
+        refuse_vllm_settings(config)
         if trains:
             raise ConfigError(f"policy.engine: the openai engine cannot train; method {config.method!r} trains (use hf or vllm)")
         if not policy.base_urls:
@@ -195,7 +197,13 @@ def _engine(config: RunConfig, *, trains: bool) -> EngineSpec:
             raise ConfigError("policy.dtype: the openai engine's servers choose their own dtype")
         return EngineSpec("openai", policy.model, {"base_urls": list(policy.base_urls)})
     if policy.engine == "vllm":
-        return EngineSpec("vllm", policy.model, {"dtype": policy_dtype(config), "seed": config.seed})
+        gpu_shared = trains or config.evolution.reflector.engine not in ("policy", "openai")
+        settings = vllm_engine_kwargs(config, trains=trains, gpu_shared=gpu_shared)
+        return EngineSpec("vllm", policy.model, {"dtype": policy_dtype(config), "seed": config.seed, **settings})
+    refuse_vllm_settings(config)
+    if policy.engine == "hf" and config.rl.keep_adapters != TrainerConfig.keep_adapters:
+        raise ConfigError("rl.keep_adapters is not read with the hf engine: it samples from the trainer's own weights "
+                          "and publishes no adapter folders")
     return EngineSpec(policy.engine, policy.model, {"dtype": policy_dtype(config)})
 
 
@@ -224,6 +232,8 @@ def _trainer(config: RunConfig) -> TrainerConfig:
     if rl.temperature != TrainerConfig.temperature:
         raise ConfigError("rl.temperature is the sampling temperature the logprobs come from: set policy.temperature")
     _check_kl(rl.kl)
+    if rl.keep_adapters < 0:
+        raise ConfigError(f"rl.keep_adapters must be at least 0 (0 keeps every one), got {rl.keep_adapters}")
     for key in ("mini_batches", "epochs"):
         if getattr(rl, key) < 1:
             raise ConfigError(f"rl.{key} must be at least 1, got {getattr(rl, key)}")
