@@ -41,7 +41,11 @@ def test_the_ranks_read_from_vllm_source_are_the_ones_vllm_declares() -> None:
     assert vllm_limits.accepted_lora_ranks() == tuple(sorted(typing.get_args(lora.MaxLoRARanks)))
 
 
-def test_a_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "gpu"])
+def test_a_missing_vllm_is_a_clear_error(cuda: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)  # on a GPU, sleep mode asks vLLM first
     monkeypatch.setattr(vllm_limits.importlib.util, "find_spec", lambda name: None)
     vllm_limits.accepted_lora_ranks.cache_clear()
     try:

@@ -70,6 +70,7 @@ def sleep_mode_available() -> bool:
 
     if not torch.cuda.is_available():
         return False
+    _package_dir()  # VLLMNotFound rather than an ImportError
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_sleep_mode_available())

