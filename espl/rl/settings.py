@@ -96,3 +96,7 @@ class TrainerConfig:
     batch, the same for every micro-batch and mini-batch of it."""
     temperature: float = 1.0
     """Sampling temperature: logprobs are of the tempered distribution the tokens came from."""
+    keep_adapters: int = 3
+    """Adapter folders published for engines that load them from disk (`v000123`, one per
+    update) kept on disk: the newest this many; 0 keeps every one. A 7B rank-32 adapter is about
+    a third of a GB, so 200 updates would otherwise fill tens of GB."""

@@ -36,6 +36,7 @@ from espl.rl.anchor import ANCHOR_KINDS, make_anchor
 from espl.rl.kl import k3_kl
 from espl.rl.lora import POLICY, adapter_tensors, attach_lora, publish_adapter
 from espl.rl.losses import LossInputs, LossOutput, make_loss
+from espl.rl.published import PublishedAdapters
 from espl.rl.settings import TrainerConfig
 
 
@@ -75,6 +76,7 @@ class LoRATrainer:
         """Batches that took at least one optimizer step: what P counts with `ema_period_unit="batch"`."""
         self.publish_dir = publish_dir
         """Where `published_adapter` writes (engines that load adapters from disk read it there)."""
+        self.published = PublishedAdapters(self.config.keep_adapters)
 
     @property
     def steps_per_batch(self) -> int:
@@ -237,8 +239,11 @@ class LoRATrainer:
 
     # -- hand-off to engines -------------------------------------------------------------
     def publish(self, directory: str) -> Adapter:
-        """Write the policy adapter for engines that load adapters from disk."""
-        return publish_adapter(self.model, directory, self.step_count)
+        """Write the policy adapter for engines that load adapters from disk; folders this
+        trainer published before, beyond the newest `keep_adapters`, are removed."""
+        adapter = publish_adapter(self.model, directory, self.step_count)
+        self.published.record(adapter)
+        return adapter
 
     def adapter(self) -> Adapter:
         """A reference to the live adapter in this trainer's model (engines sampling from it)."""
@@ -270,3 +275,5 @@ def _check(config: TrainerConfig) -> None:
         raise ValueError(f"old_logprobs must be 'engine' or 'recompute', got {config.old_logprobs!r}")
     if not config.tis_cap >= 1.0:
         raise ValueError(f"tis_cap must be at least 1 (on-policy weights are 1), got {config.tis_cap}")
+    if config.keep_adapters < 0:
+        raise ValueError(f"keep_adapters must be at least 0 (0 keeps every one), got {config.keep_adapters}")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agents.engine import Adapter, Engine
+from agents.engine import Adapter, Engine, Sleeper
 from agents.rollout import Episode, RolloutDriver
 from agents.trajectory import Trajectory
 from envs.base import Task
@@ -73,8 +73,17 @@ class Policy:
             self.adapter = self.engine.adapter_from(self.trainer)
 
     def update(self, trajectories: Sequence[Trajectory], group_keys: Sequence[Any]) -> dict[str, float]:
-        """One trainer step on the trajectories, then the engine takes the new adapter."""
-        stats = self.trainer.step(trajectories, group_keys)
+        """One trainer step on the trajectories, then the engine takes the new adapter. An
+        engine built to sleep gives its GPU memory to the trainer for the step and takes it
+        back after (even when the step fails), before the new adapter is handed over."""
+        sleeper = self.engine if isinstance(self.engine, Sleeper) and self.engine.can_sleep else None
+        if sleeper is not None:
+            sleeper.sleep()
+        try:
+            stats = self.trainer.step(trajectories, group_keys)
+        finally:
+            if sleeper is not None:
+                sleeper.wake()
         self.after_update()
         return stats
 

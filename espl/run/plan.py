@@ -20,6 +20,7 @@ from agents.engine import SamplingParams
 from agents.rollout import RolloutConfig
 from espl.config import ConfigError, RunConfig
 from espl.rl.settings import KLSettings, TrainerConfig
+from espl.run.vllm_plan import refuse_vllm_settings, vllm_engine_kwargs
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision |
     if policy.base_urls and policy.engine != "openai":
         raise ConfigError(f"policy.base_urls is only read by the openai engine (policy.engine is {policy.engine!r})")
     if policy.engine == "openai":
+        refuse_vllm_settings(config)
         if trains:
             raise ConfigError(f"policy.engine: the openai engine cannot train; method {config.method!r} trains (use hf or vllm)")
         if not policy.base_urls:
@@ -199,13 +201,20 @@ def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision |
                 raise ConfigError(f"policy.{key}: the openai engine's servers choose their own {key}")
         return EngineSpec("openai", policy.model, {"base_urls": list(policy.base_urls)}), None
     precision = policy_precision(config)
+    if policy.engine != "vllm":
+        refuse_vllm_settings(config)
     if policy.engine == "hf":
+        if config.rl.keep_adapters != TrainerConfig.keep_adapters:
+            raise ConfigError("rl.keep_adapters is not read with the hf engine: it samples from the trainer's own weights "
+                              "and publishes no adapter folders")
         return EngineSpec("hf", policy.model, {"dtype": precision.dtype, "device": precision.device}), precision
     if policy.device != "auto" and not trains:  # it would place only the trainer's model
         raise ConfigError(f"policy.device: the {policy.engine} engine places itself (vLLM: CUDA_VISIBLE_DEVICES), and "
                           f"method {config.method!r} trains no model here")
     if policy.engine == "vllm":
-        return EngineSpec("vllm", policy.model, {"dtype": precision.dtype, "seed": config.seed}), precision
+        gpu_shared = trains or config.evolution.reflector.engine not in ("policy", "openai")
+        settings = vllm_engine_kwargs(config, trains=trains, gpu_shared=gpu_shared)
+        return EngineSpec("vllm", policy.model, {"dtype": precision.dtype, "seed": config.seed, **settings}), precision
     return EngineSpec(policy.engine, policy.model, {"dtype": precision.dtype}), precision
 
 
@@ -234,6 +243,8 @@ def _trainer(config: RunConfig) -> TrainerConfig:
     if rl.temperature != TrainerConfig.temperature:
         raise ConfigError("rl.temperature is the sampling temperature the logprobs come from: set policy.temperature")
     _check_kl(rl.kl)
+    if rl.keep_adapters < 0:
+        raise ConfigError(f"rl.keep_adapters must be at least 0 (0 keeps every one), got {rl.keep_adapters}")
     for key in ("mini_batches", "epochs"):
         if getattr(rl, key) < 1:
             raise ConfigError(f"rl.{key} must be at least 1, got {getattr(rl, key)}")
