@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("espl.commands.compare", "run a comparison suite's missing runs and write its leaderboard"),
     "leaderboard": ("espl.commands.leaderboard", "build leaderboard tables and plots from existing run directories"),
     "prompts": ("espl.commands.prompts", "show a run's prompt population, ratings and the best prompt's lineage"),
+    "serve-vllm": ("espl.commands.serve_vllm", "serve a model with vLLM's OpenAI-compatible server (127.0.0.1)"),
 }
 
 
