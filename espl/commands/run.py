@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(config.to_dict()))
         return 0
 
+    from agents.models import ModelUnavailable
     from espl.progress import LiveProgress
     from espl.run.resume import RunDirError
     from espl.run.run_dir import CONFIG, RunDir
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
             summary = run_training(config, run_dir, observer=progress.update, status=progress.status)
-    except RunDirError as error:
+    except (RunDirError, ModelUnavailable) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     progress.print_summary(summary, run_dir.path)
