@@ -109,4 +109,5 @@ def test_evaluation_progress_moves_once_per_episode() -> None:
     calls: list[int] = []
     result = evaluate(driver, tasks, n_samples=2, batch_size=4, progress=calls.append)
     assert len(result.trajectories) == 6
+    assert (result.metrics["n_tasks"], result.metrics["episodes"], result.metrics["samples_per_task"]) == (3, 6, 2)
     assert calls == [1, 2, 3, 4, 5, 6]  # not [4, 6]: one call per finished episode
