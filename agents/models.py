@@ -157,10 +157,18 @@ def resolve(name: str = DEFAULT_MODEL) -> str:
     return name
 
 
+class ModelUnavailable(OSError):
+    """A model name that is not a local folder and could not be had from a model hub.
+
+    transformers' own error is a many-line OSError ending in a stack trace; this says in one
+    line what failed and what to pass instead (the original stays chained)."""
+
+
 def load_tokenizer(name: str = DEFAULT_MODEL) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve(name))
+    with _from_hub(name, "tokenizer"):
+        return AutoTokenizer.from_pretrained(resolve(name))
 
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu") -> Any:
@@ -175,5 +183,37 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
         precision = resolve_precision(device, dtype)
         dtype, device = precision.dtype, precision.device
 
-    model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=getattr(torch, dtype))
+    with _from_hub(name, "weights"):
+        model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=getattr(torch, dtype))
     return model.to(device).eval()
+
+
+@contextmanager
+def _from_hub(name: str, what: str) -> Iterator[None]:
+    """Turn a hub id's load failure into `ModelUnavailable`; local folders and built-ins pass through."""
+    try:
+        yield
+    except OSError as error:
+        key = ALIASES.get(name.lower(), name.lower())
+        if isinstance(error, ModelUnavailable) or key in BUILTIN or Path(name).expanduser().exists():
+            raise
+        if _hub_unreachable(error):
+            reason = "it is not a local folder, and no model hub is reachable to download it"
+        else:
+            reason = f"it is not a local folder, and the model hub says: {str(error).strip().splitlines()[0]}"
+        raise ModelUnavailable(
+            f"could not load the {what} of {name!r}: {reason}; pass a local model folder "
+            f"(or the built-in {DEFAULT_MODEL!r})"
+        ) from error
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """Whether the failure (or what caused it) is the hub being offline or out of reach."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

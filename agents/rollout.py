@@ -21,7 +21,7 @@ from agents.trajectory import Trajectory, TurnRecord
 from envs.base import Task, TextEnv
 
 EnvFactory = Callable[[], TextEnv]
-ProgressFn = Callable[[int], None]
+EpisodeCallback = Callable[[Trajectory], None]
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,15 @@ class RolloutDriver:
         adapter: Adapter | None = None,
         *,
         seed: int | None = None,
-        progress: ProgressFn | None = None,
+        on_episode: EpisodeCallback | None = None,
     ) -> list[Trajectory]:
-        """Run every episode to its end and return the trajectories in episode order."""
+        """Run every episode to its end and return the trajectories in episode order.
+
+        `on_episode` is called once per episode with its finished trajectory, as it ends (a
+        single-turn batch ends all at once; multi-turn episodes end turn by turn), so progress
+        can be shown per episode rather than per batch.
+        """
+        ended = on_episode or (lambda trajectory: None)
         tokenizer = self.engine.tokenizer
         envs = self.envs(len(episodes))
         trajectories: list[Trajectory] = []
@@ -109,14 +115,15 @@ class RolloutDriver:
                 trajectory.append_sampled(completion.token_ids, completion.logprobs)
                 stepping.append((i, completion))
             self._step(envs, trajectories, stepping, turn, max_turns)
+            for i in active:
+                if trajectories[i].done:
+                    ended(trajectories[i])
             active = [i for i in active if not trajectories[i].done]
-            if progress is not None:
-                progress(len(episodes) - len(active))
         for i in active:  # out of turns without an ending
             trajectories[i].done = trajectories[i].truncated = True
         self.engine.release_turns()  # every conversation has ended: the engine need not keep them
-        if progress is not None and active:
-            progress(len(episodes))
+        for i in active:
+            ended(trajectories[i])
         return trajectories
 
     # -- internals -----------------------------------------------------------------------

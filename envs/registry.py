@@ -1,6 +1,7 @@
 """Environment registry: Gymnasium ids, short CLI aliases, and third-party plugins.
 
 A new environment is one module that defines a `TextEnv` subclass and calls `register(...)`.
+Importing `envs` runs `load_all`, so Gymnasium ids work right after `import envs`.
 Built-in envs live in the modules of `BUILTIN_MODULES`; a third-party package exposes its
 module in the ``espl_bench.envs`` entry-point group::
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("espl.commands.compare", "run a comparison suite's missing runs and write its leaderboard"),
     "leaderboard": ("espl.commands.leaderboard", "build leaderboard tables and plots from existing run directories"),
     "prompts": ("espl.commands.prompts", "show a run's prompt population, ratings and the best prompt's lineage"),
+    "serve-vllm": ("espl.commands.serve_vllm", "serve a model with vLLM's OpenAI-compatible server (127.0.0.1)"),
 }
 
 
@@ -57,7 +59,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"espl-bench {name}", description=summary)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
+    return code
+
+
+def _reader_went_away() -> int:
+    """The reader closed the pipe (`espl-bench envs --json | head -1`): exit quietly.
+
+    Python's documented recipe: point stdout at devnull so that the interpreter's last flush at
+    exit does not raise again and print a traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -50,3 +51,16 @@ def test_envs_json_lists_sizes_without_torch() -> None:
 def test_unknown_command_exits_2(capsys) -> None:
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback() -> None:
+    """`espl-bench envs --json | head -1`: the reader is gone before the listing is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the child writes a byte: every write is a broken pipe
+    try:
+        child = subprocess.run([sys.executable, "-m", "espl.cli", "envs", "--json"], stdout=write_end,
+                               stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert child.returncode == 1
+    assert "Traceback" not in child.stderr and "BrokenPipeError" not in child.stderr, child.stderr

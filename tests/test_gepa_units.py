@@ -118,7 +118,7 @@ class StubDriver:
     def __init__(self) -> None:
         self.chunks: list[int] = []
 
-    def run(self, episodes, adapter=None, *, seed=None, progress=None):
+    def run(self, episodes, adapter=None, *, seed=None, on_episode=None):
         self.chunks.append(len(episodes))
         out = []
         for e in episodes:

@@ -40,7 +40,7 @@ def write_run(
     `eval_size` = (tasks, samples per task); `config` is config.json apart from method and seed.
     """
     n_tasks, per_task = eval_size
-    size = {"n_tasks": n_tasks, "n_samples": n_tasks * per_task}
+    size = {"n_tasks": n_tasks, "episodes": n_tasks * per_task, "samples_per_task": per_task}
     path = root / f"{env}--{method}--seed{seed}"
     path.mkdir(parents=True)
     rewards = rewards or [0.1 * (i + 1) for i in range(2 * (len(accuracies) - 1))]
@@ -124,7 +124,7 @@ def test_rows_aggregate_seeds_and_sort_by_env_then_accuracy(suite_runs: Path) ->
     assert espl.seeds == (0, 1, 2)
     assert espl.final_accuracy.mean == pytest.approx(0.5) and espl.final_accuracy.se == pytest.approx(math.sqrt(0.13 / 3))
     assert espl.max_test_accuracy.mean == pytest.approx(0.5)
-    assert [[(s.n_tasks, s.n_samples) for s in r.eval_sizes] for r in rows] == [[(3, 3)], [(4, 8)], [(4, 8)]]
+    assert [[(s.n_tasks, s.episodes) for s in r.eval_sizes] for r in rows] == [[(3, 3)], [(4, 8)], [(4, 8)]]
     assert espl.pass_at["pass@1"].mean == pytest.approx(0.55)
     assert espl.wall_s.mean == pytest.approx(11.0) and espl.wall_s.se == pytest.approx(1 / math.sqrt(3))
     assert espl.budget["reflector_tokens"].mean == 350 and espl.budget["reflector_tokens"].se == 0
@@ -291,8 +291,8 @@ def test_the_evaluation_size_stands_beside_the_accuracies(tmp_path: Path) -> Non
     assert ">24 × 2</td>" in html and ">12 × 4, 24 × 2</td>" in html
     by_method = {row["method"]: row for row in rows}
     assert by_method["rl"]["eval_tasks_x_samples"] == "24x2"
-    assert by_method["rl"]["eval_n_tasks"] == "24" and by_method["rl"]["eval_n_samples"] == "48"
-    assert by_method["espl"]["eval_tasks_x_samples"] == "12x4;24x2" and by_method["espl"]["eval_n_samples"] == "48;48"
+    assert by_method["rl"]["eval_n_tasks"] == "24" and by_method["rl"]["eval_episodes"] == "48"
+    assert by_method["espl"]["eval_tasks_x_samples"] == "12x4;24x2" and by_method["espl"]["eval_episodes"] == "48;48"
     header_csv = list(rows[0])
     assert header_csv.index("eval_tasks_x_samples") == header_csv.index("final_accuracy_mean") - 3
 
@@ -302,7 +302,7 @@ def test_a_run_that_recorded_no_evaluation_size_shows_a_question_mark(tmp_path: 
     path = write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=_config("gsm8k"))
     summary = json.loads((path / "summary.json").read_text())
     for block in ("final", "best"):
-        del summary[block]["n_tasks"], summary[block]["n_samples"]
+        del summary[block]["n_tasks"], summary[block]["episodes"]
     (path / "summary.json").write_text(json.dumps(summary))
     (path / "metrics.jsonl").write_text(json.dumps({"iteration": 0, "eval": {"accuracy": 0.3}}) + "\n")
     markdown, _, rows = _files(root, tmp_path)

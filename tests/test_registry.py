@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -115,3 +117,53 @@ def test_step_before_reset_is_an_error() -> None:
 def test_task_round_trips_through_dict() -> None:
     task = Task("t1", "q?", ("a", "b"), {"level": 3})
     assert Task.from_dict(task.to_dict()) == task
+
+
+def _fresh_python(code: str, *paths: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, paths), str(ROOT)])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def test_gymnasium_make_works_right_after_import_envs() -> None:
+    result = _fresh_python(
+        "import sys, envs, gymnasium\n"
+        "env = gymnasium.make('espl/GSM8K-v0', split='test').unwrapped\n"
+        "print(type(env).__name__, len(env.tasks) > 0, 'torch' in sys.modules)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["MathEnv", "True", "False"]
+
+
+def test_gymnasium_make_finds_plugin_envs_right_after_import_envs(tmp_path: Path) -> None:
+    package = tmp_path / "fresh_plugin_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "envs.py").write_text(textwrap.dedent(
+        '''
+        from envs import Task, TextEnv, register
+
+        class ShoutEnv(TextEnv):
+            """Reply in capitals."""
+            def __init__(self, split="test", render_mode=None):
+                super().__init__([Task("a", "hi", ("HI",))], split=split, render_mode=render_mode)
+            def initial_messages(self, task):
+                return [{"role": "user", "content": task.question}]
+            def respond(self, action):
+                return float(action == "HI"), True, None, {}
+
+        register("fresh/Shout-v0", ShoutEnv, alias="shout-plugin", kind="toy")
+        '''
+    ))
+    dist = tmp_path / "fresh_plugin_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fresh-plugin-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\nshout = fresh_plugin_pkg.envs\n")
+    result = _fresh_python(
+        "import envs, gymnasium\n"
+        "env = gymnasium.make('fresh/Shout-v0').unwrapped\n"
+        "env.reset()\n"
+        "print(env.step('HI')[1])",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1.0"

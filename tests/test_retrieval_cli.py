@@ -152,3 +152,29 @@ def test_local_server_is_started_once_on_the_builtin_corpus(tmp_path: Path, monk
         local.stop_local_servers()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_serve_without_an_index_serves_the_builtin_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESPL_BENCH_CACHE", str(tmp_path / "cache"))  # the child builds the index on first use
+    server = ServerProcess.start(None, timeout_s=600)  # `espl-bench retriever serve`, nothing else
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["corpus"] == "builtin" and health["backend"] == "bm25s" and health["corpus_size"] > 24_000
+        reply = httpx.post(f"{server.url}/retrieve",
+                           json={"queries": ["Van Hook Township county seat"], "topk": 3, "return_scores": True}).json()
+        assert len(reply["result"][0]) == 3
+        assert any("Van Hook" in hit["document"]["contents"] for hit in reply["result"][0])
+    finally:
+        server.stop()
+    assert list((tmp_path / "cache" / "indexes").glob("builtin-bm25s-*/manifest.json"))
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (["--index", "somewhere", "--backend", "bm25s"], "has its own backend"),
+    (["--corpus", "corpus.jsonl"], "--corpus goes with --index"),
+])
+def test_serve_refuses_options_that_do_not_go_together(given: list[str], message: str, capsys) -> None:
+    assert main(["retriever", "serve", *given]) == 2
+    assert message in capsys.readouterr().err

@@ -154,3 +154,27 @@ def test_adapter_is_passed_to_every_engine_call(engine) -> None:
     adapter = Adapter(name="policy", version=3)
     driver.run([Episode(driver.envs(1)[0].tasks[0])], adapter)
     assert seen == [adapter]
+
+
+def test_on_episode_reports_each_episode_once_as_it_ends(engine) -> None:
+    url = ensure_local_server()
+    env_factory = lambda: registry.make("hotpotqa", split="test", retriever_url=url)  # noqa: E731
+    tasks = env_factory().tasks[:5]
+    # Position 1 of each turn's batch fails: episode 1 ends in turn 0, episode 2 in turn 1 (with the answers).
+    scripted = Scripted(engine.tokenizer, ["<search>capital city</search>", "<answer>x</answer>"], fail_prompt=1)
+    driver = RolloutDriver(scripted, env_factory, RolloutConfig(sampling=SamplingParams(max_tokens=32)))
+    ended = []
+    trajectories = driver.run([Episode(t, sample_index=i) for i, t in enumerate(tasks)], on_episode=ended.append)
+    assert [t.sample_index for t in ended] == [1, 0, 2, 3, 4]
+    assert all(t.done for t in ended) and {id(t) for t in ended} == {id(t) for t in trajectories}
+
+
+def test_on_episode_reports_episodes_cut_off_by_the_turn_cap(engine) -> None:
+    url = ensure_local_server()
+    env_factory = lambda: registry.make("hotpotqa", split="test", retriever_url=url)  # noqa: E731
+    tasks = env_factory().tasks[:3]
+    scripted = Scripted(engine.tokenizer, ["<search>capital city</search>"])
+    config = RolloutConfig(sampling=SamplingParams(max_tokens=32), max_turns=1)
+    ended = []
+    trajectories = RolloutDriver(scripted, env_factory, config).run([Episode(t) for t in tasks], on_episode=ended.append)
+    assert ended == trajectories and all(t.truncated for t in ended)

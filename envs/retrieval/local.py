@@ -70,21 +70,22 @@ class ServerProcess:
     @classmethod
     def start(
         cls,
-        index_dir: str | Path,
+        index_dir: str | Path | None,
         port: int | None = None,
         timeout_s: float = START_TIMEOUT_S,
         args: Sequence[str] = ("--log-level", "warning"),
         log_path: str | Path | None = None,
     ) -> ServerProcess:
         """Start it with `args` after the index and port, its stderr to `log_path` if given
-        (read it after `stop`; a pipe nobody reads would stall a server that logs much)."""
+        (read it after `stop`; a pipe nobody reads would stall a server that logs much).
+        `index_dir=None` serves the built-in corpus."""
         import httpx
 
         port = port or free_port()
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "espl.cli", "retriever", "serve", "--index", str(index_dir),
-                   "--port", str(port), *args]
+        index = ["--index", str(index_dir)] if index_dir is not None else []
+        command = [sys.executable, "-m", "espl.cli", "retriever", "serve", *index, "--port", str(port), *args]
         stderr = open(log_path, "wb") if log_path is not None else subprocess.PIPE  # noqa: SIM115
         try:
             process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from agents.models import ModelUnavailable
     from agents.rollout import RolloutDriver
     from espl.config import ConfigError, load_config
     from espl.run.builder import build_policy, env_factory
@@ -54,8 +55,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     env_id = plan.env_id
-    engine = build_policy(plan, adapter_dir="").engine
-    driver = RolloutDriver(engine, env_factory(plan, args.split, engine.tokenizer), plan.eval_rollout)
+    try:
+        engine = build_policy(plan, adapter_dir="").engine
+        driver = RolloutDriver(engine, env_factory(plan, args.split, engine.tokenizer), plan.eval_rollout)
+    except ModelUnavailable as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        return 2
     tasks = driver.envs(1)[0].tasks[: args.limit]
     total = len(tasks) * args.n_samples
     with Progress(

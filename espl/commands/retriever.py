@@ -2,6 +2,7 @@
 
     espl-bench retriever index --corpus builtin --backend bm25s --out indexes/builtin-bm25s
     espl-bench retriever serve --index indexes/builtin-bm25s --port 8000
+    espl-bench retriever serve --port 8000     # the built-in corpus, indexed on first use
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     index.add_argument("--force", action="store_true", help="replace --out if it already holds an index")
 
     serve = sub.add_parser("serve", help="serve an index with Search-R1's POST /retrieve API")
-    serve.add_argument("--index", required=True, help="index directory made by `retriever index`")
+    serve.add_argument("--index", help="index directory made by `retriever index` (default: the built-in corpus's "
+                       "index, built on first use and cached, as the search envs do)")
+    serve.add_argument("--backend", choices=BACKENDS, help="backend of the built-in corpus's index (default: bm25s); "
+                       "an --index folder has its own")
     serve.add_argument("--corpus", help="corpus path, if it moved since the index was built")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, local only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -105,14 +109,24 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from envs.retrieval.searcher import LocalRetriever
+    from envs.retrieval.searcher import DEFAULT_BACKEND, LocalRetriever, builtin_index_dir
     from envs.retrieval.server import serve
     from envs.retrieval.wire import Limits
 
     limits = Limits(**{field: getattr(args, field) for _, field, _, _ in SERVE_LIMITS})
-    retriever = LocalRetriever.from_index_dir(args.index, corpus_path=args.corpus)
+    if args.index is None:
+        if args.corpus is not None:
+            raise ValueError("--corpus goes with --index; without --index the built-in corpus is served")
+        backend = args.backend or DEFAULT_BACKEND
+        print(f"opening the built-in corpus's {backend} index (built on first use into {builtin_index_dir(backend)})",
+              flush=True)
+        retriever, name = LocalRetriever.builtin(backend), "of the built-in corpus"
+    else:
+        if args.backend is not None:
+            raise ValueError(f"--backend chooses the built-in corpus's index; {args.index} has its own backend")
+        retriever, name = LocalRetriever.from_index_dir(args.index, corpus_path=args.corpus), args.index
     print(
-        f"serving {retriever.health()['backend']} index {args.index} ({len(retriever.corpus):,} passages) "
+        f"serving {retriever.health()['backend']} index {name} ({len(retriever.corpus):,} passages) "
         f"at http://{args.host}:{args.port}/retrieve",
         flush=True,
     )

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<env>--<method>--<model>/<time>)")
     parser.add_argument("--resume", type=Path, help="continue the run in this directory")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--quiet", action="store_true", help="no live progress")
+    parser.add_argument("--quiet", action="store_true",
+                        help="one plain line per iteration instead of the live line (the default when stdout is not a terminal)")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(config.to_dict()))
         return 0
 
+    from agents.models import ModelUnavailable
     from espl.progress import LiveProgress
     from espl.run.resume import RunDirError
     from espl.run.run_dir import CONFIG, RunDir
@@ -102,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
                           f"--resume {run_dir.path}, or choose another --out", highlight=False, soft_wrap=True)
             return 2
         run_dir.create().write_json(CONFIG, config.to_dict())
-    console.print(f"run directory: [bold]{run_dir.path}[/bold]")
+    console.print(f"run directory: [bold]{run_dir.path}[/bold]", highlight=False, soft_wrap=True)
     if plan.precision is not None:
         console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)
     try:
         with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
             summary = run_training(config, run_dir, observer=progress.update, status=progress.status)
-    except RunDirError as error:
+    except (RunDirError, ModelUnavailable) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     progress.print_summary(summary, run_dir.path)

@@ -18,28 +18,30 @@ class NoRunsError(ValueError):
 
 @dataclass(frozen=True, order=True)
 class EvalSize:
-    """How much one test evaluation measured: `n_tasks` tasks, `n_samples` episodes in all.
+    """How much one test evaluation measured: `n_tasks` tasks, `episodes` in all.
 
     Both are the eval record's own fields (`espl.run.metrics.summarize`), so an accuracy can be
     read with the number of episodes behind it: 30% of 24 x 2 is not 30% of 500 x 10.
     """
 
     n_tasks: int
-    n_samples: int
+    episodes: int
 
     def label(self, times: str = " × ") -> str:
         """`tasks × samples per task`; both totals when the samples do not split evenly."""
-        if self.n_tasks > 0 and self.n_samples % self.n_tasks == 0:
-            return f"{self.n_tasks}{times}{self.n_samples // self.n_tasks}"
-        return f"{self.n_tasks} tasks / {self.n_samples} samples"
+        if self.n_tasks > 0 and self.episodes % self.n_tasks == 0:
+            return f"{self.n_tasks}{times}{self.episodes // self.n_tasks}"
+        return f"{self.n_tasks} tasks / {self.episodes} episodes"
 
     @classmethod
     def of(cls, record: dict[str, Any] | None) -> EvalSize | None:
-        """The size of an eval record; None when it does not say (older records)."""
+        """The size of an eval record; None when it does not say (older records). Records
+        written before `episodes` was named so call it `n_samples`."""
         record = record or {}
-        if record.get("n_tasks") is None or record.get("n_samples") is None:
+        episodes = record.get("episodes", record.get("n_samples"))
+        if record.get("n_tasks") is None or episodes is None:
             return None
-        return cls(int(record["n_tasks"]), int(record["n_samples"]))
+        return cls(int(record["n_tasks"]), int(episodes))
 
 
 @dataclass(frozen=True)

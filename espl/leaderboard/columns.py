@@ -89,7 +89,7 @@ def display_columns(board: Leaderboard) -> list[Column]:
 def to_csv(board: Leaderboard) -> str:
     """Machine-readable: raw means and standard errors (empty when one seed), and the evaluation
     size beside the accuracies (`24x2`: tasks x samples per task; `;` between several)."""
-    header = ["env", "method", "model", "seeds", "n_seeds", "eval_tasks_x_samples", "eval_n_tasks", "eval_n_samples"]
+    header = ["env", "method", "model", "seeds", "n_seeds", "eval_tasks_x_samples", "eval_n_tasks", "eval_episodes"]
     metrics = ["final_accuracy", "max_test_accuracy", *board.pass_keys,
                *(f"budget.{name}" for name in _budget_names(board)), "wall_s"]
     for name in metrics:
@@ -103,7 +103,7 @@ def to_csv(board: Leaderboard) -> str:
         values: list[object] = [
             row.env, row.method, ";".join(row.models), ";".join(map(str, row.seeds)), len(row.seeds),
             eval_size(row, "x", ";"), ";".join([*(str(s.n_tasks) for s in row.eval_sizes), *unknown]),
-            ";".join([*(str(s.n_samples) for s in row.eval_sizes), *unknown]),
+            ";".join([*(str(s.episodes) for s in row.eval_sizes), *unknown]),
         ]
         estimates = [row.final_accuracy, row.max_test_accuracy, *(row.pass_at.get(k) for k in board.pass_keys),
                      *(row.budget[name] for name in _budget_names(board)), row.wall_s]

@@ -111,8 +111,10 @@ class RunRecords:
         self.observer(record)
 
     def record_metrics(self, record: dict[str, Any]) -> None:
-        """A metrics line that is not an iteration's close (the starting policy's evaluation)."""
+        """A metrics line that is not an iteration's close (the starting policy's evaluation);
+        observed too, so a log shows the starting accuracy before the first iteration ends."""
         self.run_dir.append(METRICS, [record])
+        self.observer(record)
 
     def checkpoint(self, trainer: Any = None) -> None:
         """Trainer and loop state in one folder swapped in at once: a resume never pairs the

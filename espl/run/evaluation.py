@@ -34,14 +34,21 @@ def evaluate(
 ) -> EvalResult:
     """Run `n_samples` episodes per task, in batches, and compute accuracy and pass@k.
 
-    `progress` receives the number of finished episodes after each batch.
+    `progress` receives the number of finished episodes each time one ends, so a bar moves
+    per episode (a multi-turn batch can take minutes) rather than per batch.
     """
     episodes = [Episode(task, system_prompt, prompt_id, s) for task in tasks for s in range(n_samples)]
     trajectories: list[Trajectory] = []
+    finished = 0
+
+    def one_more(_: Trajectory) -> None:
+        nonlocal finished
+        finished += 1
+        if progress is not None:
+            progress(finished)
+
     for start in range(0, len(episodes), batch_size):
         batch = episodes[start : start + batch_size]
-        trajectories += driver.run(batch, adapter, seed=seed + start)
-        if progress is not None:
-            progress(len(trajectories))
+        trajectories += driver.run(batch, adapter, seed=seed + start, on_episode=one_more)
     ks = ks or sorted({1, n_samples})
     return EvalResult(summarize(trajectories, ks), trajectories)

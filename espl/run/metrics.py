@@ -22,16 +22,22 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def summarize(trajectories: Iterable[Trajectory], ks: Sequence[int] = (1,)) -> dict[str, Any]:
-    """Accuracy (mean over all samples), pass@k (mean over tasks), token and error counts."""
+    """Accuracy (mean over all samples), pass@k (mean over tasks), token and error counts.
+
+    The size is `n_tasks`, `episodes` (in all) and `samples_per_task` (None when tasks had
+    different numbers); records written before these names said `n_samples` for `episodes`.
+    """
     by_task: dict[str, list[Trajectory]] = defaultdict(list)
     for trajectory in trajectories:
         by_task[trajectory.task_id].append(trajectory)
     if not by_task:
-        return {"n_tasks": 0, "n_samples": 0, "accuracy": 0.0}
+        return {"n_tasks": 0, "episodes": 0, "samples_per_task": 0, "accuracy": 0.0}
     samples = [t for group in by_task.values() for t in group]
+    per_task = {len(group) for group in by_task.values()}
     result: dict[str, Any] = {
         "n_tasks": len(by_task),
-        "n_samples": len(samples),
+        "episodes": len(samples),
+        "samples_per_task": per_task.pop() if len(per_task) == 1 else None,
         "accuracy": sum(t.succeeded for t in samples) / len(samples),
         "mean_reward": sum(t.reward for t in samples) / len(samples),
         "generated_tokens": sum(t.n_sampled for t in samples),
