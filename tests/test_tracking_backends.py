@@ -86,7 +86,7 @@ def test_tensorboard_events_hold_the_rewards_of_metrics_jsonl(tracked_run: RunDi
 def test_wandb_offline_run_lives_in_the_run_directory_and_its_history_holds_the_rewards(tracked_run: RunDir) -> None:
     runs = list(tracked_run.file("wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    history = wandb_log.history(next(runs[0].glob("run-*.wandb")))
+    history = wandb_log.history(wandb_log.wait_closed(next(runs[0].glob("run-*.wandb"))))
     train = _series(tracked_run, "train_reward")
     assert {step: row["train_reward"] for step, row in history.items() if "train_reward" in row} == pytest.approx(train)
     accuracy = _series(tracked_run, "eval", "accuracy")

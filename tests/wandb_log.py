@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ def records(path: Path) -> Iterator[bytes]:
             continue
         _, length, kind = CHUNK.unpack_from(data, offset)
         body = data[offset + CHUNK.size: offset + CHUNK.size + length]
+        if len(body) < length:
+            break  # a chunk still being written
         offset += CHUNK.size + length
         if kind == FULL:
             yield body
@@ -43,6 +46,28 @@ def records(path: Path) -> Iterator[bytes]:
             yield pending + body
         else:
             break  # zero padding at the end of the file
+
+
+def _kinds(path: Path) -> list[str]:
+    from wandb.proto import wandb_internal_pb2
+
+    out = []
+    for raw in records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        out.append(record.WhichOneof("record_type"))
+    return out
+
+
+def wait_closed(path: Path, timeout_s: float = 60.0) -> Path:
+    """`path` once its `exit` record is on disk: `run.finish()` returns before wandb's writer
+    process has necessarily flushed the file's last records."""
+    deadline = time.monotonic() + timeout_s
+    while "exit" not in _kinds(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} has no exit record after {timeout_s} s")
+        time.sleep(0.2)
+    return path
 
 
 def history(path: Path) -> dict[int, dict[str, Any]]:
