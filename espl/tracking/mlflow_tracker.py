@@ -15,6 +15,7 @@ other characters become `_` (`eval/pass@1` is `eval/pass_1`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -43,6 +44,8 @@ class MlflowTracker:
     def __init__(self, context: TrackerContext) -> None:
         from mlflow.tracking import MlflowClient
 
+        # the local store's table creation is logged at INFO, into the run's live progress
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         folder = context.folder(FOLDER)
         server = os.environ.get("MLFLOW_TRACKING_URI")
         self.client = MlflowClient(tracking_uri=server or f"sqlite:///{(folder / DATABASE).resolve()}")

@@ -23,6 +23,9 @@ DEFAULT_PROJECT = "espl-bench"
 
 class WandbTracker:
     def __init__(self, context: TrackerContext) -> None:
+        # wandb suggests its LLM-tracing add-on when it sees a module named like an LLM library;
+        # this project's own `agents` package is one such name, so the suggestion is noise here.
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         import wandb
 
         self._wandb = wandb
