@@ -172,6 +172,32 @@ def test_the_feed_sends_each_record_to_every_tracker_and_closes_them(tmp_path: P
     assert tracker.finished
 
 
+class FailingTracker(RecordingTracker):
+    """A backend whose store breaks at its second record (a full disk, a server gone)."""
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        if step >= 2:
+            raise OSError("No space left on device")
+        super().log_metrics(step, metrics)
+
+
+register_tracker("failing", FailingTracker, replace=True)
+
+
+def test_a_tracker_that_fails_is_reported_and_dropped_and_the_others_go_on(tmp_path: Path, caplog) -> None:
+    RecordingTracker.built.clear()
+    feed = open_trackers(["failing", "recording"], TrackerContext(tmp_path, "run"))
+    assert feed is not None
+    for step in (1, 2, 3):
+        feed.record({"iteration": step, "train_reward": 0.5})
+    feed.finish()
+    failing, recording = RecordingTracker.built
+    assert [step for _, step, _ in failing.calls] == [1] and not failing.finished
+    assert [step for _, step, _ in recording.calls] == [1, 2, 3] and recording.finished
+    assert feed.dropped == {"failing": "OSError: No space left on device"}
+    assert "tracker failing failed at iteration 2 and is dropped" in caplog.text
+
+
 def test_the_evaluated_prompt_is_none_without_an_evaluation() -> None:
     assert evaluated_prompt({"iteration": 3, "train_reward": 0.5}, _population()) is None
 

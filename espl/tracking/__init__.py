@@ -112,10 +112,10 @@ def open_trackers(names: Sequence[str], context: TrackerContext) -> TrackerFeed 
     chosen = check_report_to(names)
     if not chosen:
         return None
-    trackers: list[Tracker] = []
+    trackers: dict[str, Tracker] = {}
     try:
         for name in chosen:
-            trackers.append(make_tracker(name, context))
+            trackers[name] = make_tracker(name, context)
     except BaseException:
         with contextlib.suppress(Exception):  # close what was opened; the first error is the one to see
             TrackerFeed(trackers).finish()
