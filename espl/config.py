@@ -158,6 +158,9 @@ class RunConfig:
     max_rollouts: int | None = None
     """Budget cap on training rollouts; None: `iterations` decides."""
     checkpoint_every: int = 1
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers fed the run's records: tensorboard | wandb | mlflow (`espl.tracking`);
+    empty or ["none"]: off. Where a run is reported, not what it does: resuming may change it."""
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     rl: TrainerConfig = field(default_factory=TrainerConfig)

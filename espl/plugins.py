@@ -1,8 +1,9 @@
-"""Plugins: packages that add methods, operators, losses or selection strategies.
+"""Plugins: packages that add methods, operators, losses, selection strategies or tracking backends.
 
 A package points the `espl_bench.plugins` entry-point group at a module that calls the
 registration functions (`espl.methods.register_method`, `espl.evolution.operators.register_operator`,
-`espl.rl.losses.register_loss`, `espl.evolution.selection.register_strategy`):
+`espl.rl.losses.register_loss`, `espl.evolution.selection.register_strategy`,
+`espl.tracking.register_tracker`):
 
     [project.entry-points."espl_bench.plugins"]
     my-methods = "mypackage.espl_plugin"

@@ -194,6 +194,15 @@ def _fill_missing(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
     return merged
 
 
+REPORTING_ONLY = ("report_to",)
+"""Settings that say where a run is reported, not what it does: a change to them leaves a run
+finished (not stale), and a partial run takes the new value when it resumes."""
+
+
+def _results_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in REPORTING_ONLY}
+
+
 def run_status(spec: RunSpec) -> RunStatus:
     config_file = spec.run_dir / CONFIG
     if not config_file.exists():
@@ -202,7 +211,7 @@ def run_status(spec: RunSpec) -> RunStatus:
         stored = json.loads(config_file.read_text())
     except json.JSONDecodeError:
         return RunStatus.STALE
-    if with_new_defaults(stored) != spec.expected_config():
+    if _results_config(with_new_defaults(stored)) != _results_config(spec.expected_config()):
         return RunStatus.STALE
     if (spec.run_dir / SUMMARY).exists():
         return RunStatus.FINISHED

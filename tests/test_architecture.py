@@ -77,6 +77,8 @@ RULES = [
     ("espl.run", ("espl.commands", "espl.cli", "espl.leaderboard"), "the harness does not import the face"),
     ("espl.methods", ("espl.commands", "espl.cli", "espl.leaderboard"), "methods do not import the face"),
     ("espl.gepa", ("espl.commands", "espl.cli", "espl.leaderboard"), "methods do not import the face"),
+    ("espl.tracking", ("espl.run", "espl.methods", "espl.gepa", "espl.rl", "espl.config", "espl.commands", "espl.cli",
+                       "espl.leaderboard"), "trackers only mirror the records they are fed"),
 ]
 
 

@@ -75,6 +75,7 @@ ALTERNATIVES: dict[str, tuple[Any, dict[str, Any]]] = {
                                                 "evolution.reflector.base_urls": ["http://127.0.0.1:9"]}),
     "evolution.children_order": (["crossover", "mutation"], {}),
     "evolution.duplicate_scores": ("max", {}),
+    "report_to": (["tensorboard"], {}),
 }
 
 
@@ -185,6 +186,7 @@ def test_presets_and_suites_plan_for_every_method() -> None:
         (["--set", "evolution.selection=lucbb"], "evolution.selection"),
         (["--set", 'evolution.operators=["mutation", "mutt"]'], "evolution.operators"),
         (["--method", "espll"], "method"),
+        (["--report-to", "tensorbord"], "report_to"),
     ],
 )
 def test_dry_run_refuses_unknown_names_in_one_line_and_leaves_no_directory(

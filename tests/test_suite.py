@@ -158,6 +158,17 @@ def test_a_run_older_than_a_behaviour_changing_default_is_stale_until_the_suite_
     assert run_status(expand(old_way, tmp_path)[0]) is RunStatus.FINISHED
 
 
+def test_where_a_run_is_reported_leaves_it_finished(tmp_path: Path) -> None:
+    suite = parse_suite(_suite())
+    base0, *_ = expand(suite, tmp_path)
+    _finish(base0)
+    tracked = parse_suite(_suite(overrides={**_suite()["overrides"], "report_to": ["tensorboard"]}))
+    spec = expand(tracked, tmp_path)[0]
+    assert spec.config.report_to == ["tensorboard"] and run_status(spec) is RunStatus.FINISHED
+    longer = parse_suite(_suite(overrides={**_suite()["overrides"], "report_to": ["tensorboard"], "iterations": 2}))
+    assert run_status(expand(longer, tmp_path)[0]) is RunStatus.STALE
+
+
 def test_compare_dry_run_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite_file = _write(tmp_path / "tiny.toml", _suite())
     assert main(["compare", "--suite", str(suite_file), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0

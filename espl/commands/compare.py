@@ -3,6 +3,7 @@
     espl-bench compare --suite espl/suites/math-cpu.toml            # or just: --suite math-cpu
     espl-bench compare --suite math-cpu --dry-run                         # show what would run
     espl-bench compare --suite math-cpu --jobs 2                          # two runs at a time
+    espl-bench compare --suite math-cpu --report-to tensorboard           # each run it makes is tracked
 
 Finished runs are skipped and half-finished ones resume from their checkpoint, so the command
 can be stopped and started again at will; on a finished suite it runs nothing and rewrites
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace-stale", action="store_true",
                         help="move runs made with another config aside (<dir>.stale-N) and run them again")
     parser.add_argument("--quiet", action="store_true", help="no live progress bar")
+    parser.add_argument("--report-to", dest="report_to", metavar="NAMES",
+                        help="experiment trackers for the runs it makes, comma-separated (see `espl-bench run --help`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
         planned = plan(suite, args.root)
         for item in planned:  # every run's config is checked before any of them starts
             plan_run(item.spec.config)
+        if args.report_to is not None:
+            from espl.commands.run import report_to_list
+            from espl.tracking import TrackingError, check_report_to
+
+            try:
+                check_report_to(report_to_list(args.report_to))
+            except TrackingError as error:
+                raise ConfigError(f"--report-to: {error}") from None
     except (SuiteError, ConfigError) as error:
         console.print(f"[red]suite error:[/red] {error}", soft_wrap=True)
         return 2
@@ -67,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in stale:
         move_aside(spec.run_dir)
     todo = [p.spec for p in planned if p.status is not RunStatus.FINISHED]
-    failures = execute(todo, args.jobs, console, quiet=args.quiet) if todo else {}
+    failures = execute(todo, args.jobs, console, quiet=args.quiet, report_to=args.report_to) if todo else {}
     if not todo:
         console.print("every run is finished: nothing to run")
     for label, error in failures.items():
@@ -119,12 +130,13 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def command_for(spec: Any) -> list[str]:
+def command_for(spec: Any, report_to: str | None = None) -> list[str]:
     """`espl-bench run --resume DIR`: starts the run when DIR has no checkpoint, resumes it otherwise."""
-    return [sys.executable, "-m", "espl.cli", "run", "--resume", str(spec.run_dir), "--quiet"]
+    tracking = [] if report_to is None else ["--report-to", report_to]
+    return [sys.executable, "-m", "espl.cli", "run", "--resume", str(spec.run_dir), "--quiet", *tracking]
 
 
-def execute(specs: Sequence[Any], jobs: int, console, quiet: bool = False) -> dict[str, str]:
+def execute(specs: Sequence[Any], jobs: int, console, quiet: bool = False, report_to: str | None = None) -> dict[str, str]:
     """Run the specs, `jobs` at a time, each in its own `espl-bench run` process.
 
     A process per run keeps runs apart (model memory, worker pools, local retrieval servers are
@@ -150,7 +162,7 @@ def execute(specs: Sequence[Any], jobs: int, console, quiet: bool = False) -> di
             spec.run_dir.mkdir(parents=True, exist_ok=True)
             (spec.run_dir / CONFIG).write_text(json.dumps(spec.expected_config(), indent=2, default=str) + "\n")
             tasks[spec.label] = progress.add_task(f"  {spec.label}", total=max(spec.config.iterations, 1), info="")
-            error = _run_process(spec, threads)
+            error = _run_process(spec, threads, report_to)
             if error:
                 failures[spec.label] = error
             progress.remove_task(tasks.pop(spec.label))
@@ -169,7 +181,7 @@ def execute(specs: Sequence[Any], jobs: int, console, quiet: bool = False) -> di
     return failures
 
 
-def _run_process(spec: Any, threads: int) -> str | None:
+def _run_process(spec: Any, threads: int, report_to: str | None = None) -> str | None:
     """Run one spec to completion; the error (with the log's tail) when it fails."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
@@ -177,7 +189,7 @@ def _run_process(spec: Any, threads: int) -> str | None:
     env.setdefault("OMP_NUM_THREADS", str(threads))
     log_path = spec.run_dir / LOG
     with log_path.open("ab") as log:
-        code = subprocess.run(command_for(spec), stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        code = subprocess.run(command_for(spec, report_to), stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
     if code == 0:
         return None
     tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]

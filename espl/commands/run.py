@@ -3,6 +3,7 @@
     espl-bench run --env hotpotqa --method espl                 # the embedded default
     espl-bench run --env gsm8k --method rl --preset smoke --set rl.lr=1e-5
     espl-bench run --resume runs/hotpotqa--espl--smollm2-135m/20261121-120000
+    espl-bench run --env gsm8k --method rl --report-to tensorboard,wandb   # experiment tracking
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dotted config override, e.g. rl.lr=1e-5 (repeatable)")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<env>--<method>--<model>/<time>)")
     parser.add_argument("--resume", type=Path, help="continue the run in this directory")
+    parser.add_argument("--report-to", dest="report_to", type=report_to_list, metavar="NAMES",
+                        help="experiment trackers, comma-separated: tensorboard, wandb, mlflow, or none "
+                             "(config key report_to; default: none). Also allowed with --resume")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--quiet", action="store_true",
                         help="one plain line per iteration instead of the live line (the default when stdout is not a terminal)")
@@ -42,11 +46,14 @@ def resolve_config(args: argparse.Namespace):
             raise ConfigError(f"--resume continues a run with its own config.json; {flags} would be ignored")
         path = args.resume / "config.json"
         try:
-            return build(RunConfig, json.loads(path.read_text()))
+            config = build(RunConfig, json.loads(path.read_text()))
         except FileNotFoundError:
             raise ConfigError(f"{path} does not exist: {args.resume} is not a run directory") from None
         except ValueError as error:
             raise ConfigError(f"{path}: {error}") from None
+        if args.report_to is not None:  # where the run is reported, not what it does
+            config.report_to = args.report_to
+        return config
     base: dict = {}
     if args.env:
         base.setdefault("env", {})["name"] = args.env
@@ -60,7 +67,14 @@ def resolve_config(args: argparse.Namespace):
         base["seed"] = args.seed
     if args.iterations is not None:
         base["iterations"] = args.iterations
+    if args.report_to is not None:
+        base["report_to"] = args.report_to
     return load_config(args.preset, args.overrides, base)
+
+
+def report_to_list(text: str) -> list[str]:
+    """`tensorboard,wandb` -> ["tensorboard", "wandb"] (checked with the rest of the config)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def default_run_dir(config) -> Path:

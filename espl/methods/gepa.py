@@ -62,7 +62,8 @@ class GEPA:
         population = run.start_population(capacity=budget + 1, rated=False)
         seed_prompt = population.newest
         if config.eval_every > 0:
-            run.record_metrics({"iteration": 0, "eval": run.evaluate(seed_prompt, 0), "budget": run.state.budget.to_dict()})
+            run.record_metrics({"iteration": 0, "eval": run.evaluate(seed_prompt, 0), "budget": run.state.budget.to_dict()},
+                               population)
         reflector = builder.build_reflector(run)
         recorder = RunRecorder(
             run, population, seed_prompt, window=max(window, 1), windows=windows, eval_every=config.eval_every,

@@ -11,6 +11,7 @@ checks the config before any model loads.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import RolloutDriver
@@ -25,6 +26,7 @@ from espl.run.context import TRAINER_CHECKPOINT, Observer, Policy, Run
 from espl.run.plan import RunPlan, operator_specs, plan_run
 from espl.run.resume import RunDirError, open_run
 from espl.run.run_dir import CHECKPOINT, RunDir
+from espl.tracking import TrackerContext, open_trackers
 
 if TYPE_CHECKING:
     from espl.config import RunConfig
@@ -50,7 +52,15 @@ def build_run(config: RunConfig, run_dir: RunDir, method: Method, *, observer: O
         state=state, resumed=resumed, observer=observer,
     )
     run.plan = plan
+    if plan.trackers:
+        run.tracker = open_trackers(plan.trackers, tracker_context(config, run_dir, state.iteration if resumed else None))
     return run
+
+
+def tracker_context(config: RunConfig, run_dir: RunDir, resumed_after: int | None) -> TrackerContext:
+    """What the trackers are told: the run's folder, a readable name, its config, where it resumes."""
+    name = f"{config.env.name}--{config.method}--{Path(config.policy.model).name}/{run_dir.path.name}"
+    return TrackerContext(run_dir.path, name, config.to_dict(), resumed_after)
 
 
 def _restore_trainer(policy: Policy, run_dir: RunDir) -> None:

@@ -33,6 +33,7 @@ from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS,
 
 if TYPE_CHECKING:
     from espl.config import RunConfig
+    from espl.tracking import TrackerFeed
 
 Observer = Callable[[dict[str, Any]], None]
 DEFAULT_PRINCIPLES = (
@@ -96,6 +97,8 @@ class RunRecords:
         self.state = state
         self.observer = observer or (lambda record: None)
         self.prompt_log = PromptLog.open(run_dir.file(PROMPTS))
+        self.tracker: TrackerFeed | None = None
+        """The experiment trackers each metrics line also goes to (`report_to`); None: tracking off."""
 
     def record_rollouts(self, trajectories: Sequence[Trajectory], iteration: int, phase: str) -> None:
         """Count rollouts in the budget and append them, tagged with iteration and phase."""
@@ -108,12 +111,17 @@ class RunRecords:
         record["wall_s"] = self.state.wall_s
         self.run_dir.append(METRICS, [record])
         self.prompt_log.append_step(population, int(record["iteration"]))
+        if self.tracker is not None:
+            self.tracker.record(record, population)
         self.observer(record)
 
-    def record_metrics(self, record: dict[str, Any]) -> None:
+    def record_metrics(self, record: dict[str, Any], population: Population | None = None) -> None:
         """A metrics line that is not an iteration's close (the starting policy's evaluation);
-        observed too, so a log shows the starting accuracy before the first iteration ends."""
+        observed too, so a log shows the starting accuracy before the first iteration ends, and
+        `population` (the one evaluated from) goes to the trackers with it."""
         self.run_dir.append(METRICS, [record])
+        if self.tracker is not None:
+            self.tracker.record(record, population)
         self.observer(record)
 
     def checkpoint(self, trainer: Any = None) -> None:
@@ -203,4 +211,8 @@ class Run(RunRecords):
         super().checkpoint(trainer if trainer is not None else self.policy.trainer)
 
     def close(self) -> None:
-        self.policy.engine.release_turns()
+        try:
+            self.policy.engine.release_turns()
+        finally:
+            if self.tracker is not None:
+                self.tracker.finish()

@@ -109,7 +109,7 @@ class IterationLoop:
         metrics = self.run.evaluate(self.run.eval_prompt(self.method.population), 0)
         self.state.wall_s += time.perf_counter() - started
         record = {"iteration": 0, "eval": metrics, "budget": self.state.budget.to_dict(), "wall_s": self.state.wall_s}
-        self.run.record_metrics(record)
+        self.run.record_metrics(record, self.method.population)
         self.run.checkpoint()
 
     def _budget_spent(self) -> bool:

@@ -62,6 +62,8 @@ class RunPlan:
     """None: the policy's own engine with its adapter off."""
     reflector_sampling: SamplingParams
     reflector_structured: bool
+    trackers: tuple[str, ...] = ()
+    """The experiment trackers the records also go to (`report_to`, checked: known and installed)."""
 
 
 def plan_run(config: RunConfig) -> RunPlan:
@@ -100,11 +102,21 @@ def plan_run(config: RunConfig) -> RunPlan:
         reflector=_reflector(config),
         reflector_sampling=reflector_sampling(config),
         reflector_structured=config.evolution.reflector.structured,
+        trackers=_trackers(config),
     )
 
 
 LOOP_KEYS = ("iterations", "problems_per_iteration", "samples_per_problem", "eval_every", "eval_samples",
              "eval_limit", "max_rollouts", "checkpoint_every")
+
+
+def _trackers(config: RunConfig) -> tuple[str, ...]:
+    from espl.tracking import TrackingError, check_report_to
+
+    try:
+        return check_report_to(config.report_to)
+    except TrackingError as error:
+        raise ConfigError(f"report_to: {error}") from None
 
 
 # -- ranges --------------------------------------------------------------------------------------

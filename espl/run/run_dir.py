@@ -7,6 +7,8 @@
     prompts.jsonl      the prompt population, ratings and lineage (espl.evolution.prompt_log.PromptLog)
     checkpoint/        trainer and loop state after the last completed iteration
     summary.json       model, method, env, seed, budget, hardware, wall time, git commit, scores
+    tensorboard/ wandb/ mlflow/   the experiment trackers' copies, when `report_to` names them
+                       (`espl.tracking`; the run never depends on them)
 
 Appends are flushed and fsynced (`espl.files.jsonl`), so a killed run loses at most the
 iteration in flight; on resume, lines of iterations after the checkpoint are cut away before
