@@ -87,14 +87,15 @@ def test_a_real_run_logs_one_line_per_iteration_when_stdout_is_not_a_terminal(tm
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [0, 1, 2]
     assert lines[0] == f"run directory: {run_dir}"
-    logged = lines[1 : 1 + len(records)]
+    assert lines[1].startswith("policy model: float32 on cpu")  # the smoke preset pins float32
+    logged = lines[2 : 2 + len(records)]
     assert logged[0].startswith("iteration 0/2 (starting policy): test acc ")
     for line, record in zip(logged[1:], records[1:]):
         assert re.fullmatch(
             rf"iteration {record['iteration']}/2: reward \d\.\d{{3}}, test acc \d\.\d{{3}}, tokens \d+ \(\d+ in all\), "
             r"children \d+, \d+\.\d s \(\d+ s in all\)", line), line
         assert f"tokens {record['generated_tokens']} ({record['budget']['total_generated_tokens']} in all)" in line
-    summary = lines[1 + len(records) :]
+    summary = lines[2 + len(records) :]
     assert summary[0] == "espl on arithmetic (tiny-random):" and "  iterations: 2" in summary
     assert summary[-1] == f"run directory: {run_dir}"
     assert not any(line.startswith("iteration ") for line in summary)

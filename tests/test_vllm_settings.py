@@ -46,6 +46,8 @@ def test_a_missing_vllm_is_a_clear_error(cuda: bool, monkeypatch: pytest.MonkeyP
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)  # on a GPU, sleep mode asks vLLM first
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))  # the plan names the GPU it places on
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     monkeypatch.setattr(vllm_limits.importlib.util, "find_spec", lambda name: None)
     vllm_limits.accepted_lora_ranks.cache_clear()
     try:
