@@ -68,6 +68,11 @@ ADDED_SINCE_RECORDING = frozenset({".summary.eval_prompt.operator", ".summary.ev
 """Fields the summary gained after the records were made (what the evaluated prompt descends
 from, what the learning did): new information, not a change of behaviour, so a record
 without them is not a difference."""
+RENAMED_SINCE_RECORDING = {"n_samples": "episodes"}
+"""Evaluation keys renamed after the records were made (`n_samples` counted episodes, not
+samples per task): the record's value is compared under the new name."""
+ADDED_KEYS_SINCE_RECORDING = frozenset({"samples_per_task"})
+"""Evaluation keys added beside a renamed one, wherever an evaluation is recorded."""
 
 
 # -- the coin env and the scripted reflector -------------------------------------------------
@@ -206,9 +211,12 @@ def load_record(env: str, method: str) -> dict[str, Any]:
 def differences(expected: Any, actual: Any, where: str = "") -> list[str]:
     """Where two records differ: exact for everything but floats (relative FLOAT_TOLERANCE)."""
     if isinstance(expected, dict) and isinstance(actual, dict):
+        expected = {RENAMED_SINCE_RECORDING.get(k, k) if RENAMED_SINCE_RECORDING.get(k) in actual and k not in actual
+                    else k: v for k, v in expected.items()}
         out = [f"{where}.{k}: missing" for k in expected if k not in actual]
         out += [f"{where}.{k}: unexpected" for k in actual
-                if k not in expected and f"{where}.{k}" not in ADDED_SINCE_RECORDING]
+                if k not in expected and f"{where}.{k}" not in ADDED_SINCE_RECORDING
+                and k not in ADDED_KEYS_SINCE_RECORDING]
         for key in expected:
             if key in actual:
                 out += differences(expected[key], actual[key], f"{where}.{key}")
