@@ -196,6 +196,7 @@ class SlowRetriever:
     def __init__(self, seconds: float, encode_seconds: float = 0.0) -> None:
         self.seconds, self.encode_seconds = seconds, encode_seconds
         self.ran, self.encoded = [], []
+        self.sized = 0  # reply_bound calls: the server sizes a request just before it queues it
 
     def search(self, queries, topk: int) -> list[str]:
         started = time.monotonic()
@@ -210,10 +211,29 @@ class SlowRetriever:
         return json.dumps({"result": [[] for _ in hits]}).encode()
 
     def reply_bound(self, queries: int, topk: int) -> int:
+        self.sized += 1
         return 100 * queries
 
     def health(self) -> dict:
         return {"status": "ok"}
+
+
+def submit_in_arrival_order(pool: ThreadPoolExecutor, post, names: tuple[str, ...], slow: SlowRetriever) -> list:
+    """Submits one request per name, each only once the server has queued the one before.
+
+    The server sizes a request and queues its search in one step of its event loop, so once
+    `reply_bound` has run for a request, the next request cannot overtake it. A fixed sleep
+    between submissions is not enough on a loaded machine: a client thread can take longer
+    to send than the sleep.
+    """
+    futures = []
+    for name in names:
+        sized = slow.sized
+        futures.append(pool.submit(post, name))
+        deadline = time.monotonic() + 30
+        while slow.sized == sized and time.monotonic() < deadline:
+            time.sleep(0.002)
+    return futures
 
 
 def test_searches_run_one_at_a_time_in_arrival_order_and_health_stays_prompt() -> None:
@@ -224,10 +244,7 @@ def test_searches_run_one_at_a_time_in_arrival_order_and_health_stays_prompt() -
             return httpx.post(f"{running.url}/retrieve", json={"queries": [name]}, timeout=30).status_code
 
         with ThreadPoolExecutor(3) as pool:
-            futures = []
-            for name in ("first", "second", "third"):
-                futures.append(pool.submit(post, name))
-                time.sleep(0.05)  # arrival order is submission order
+            futures = submit_in_arrival_order(pool, post, ("first", "second", "third"), slow)
             started = time.monotonic()
             assert httpx.get(f"{running.url}/health", timeout=30).status_code == 200
             health_s = time.monotonic() - started
@@ -248,10 +265,7 @@ def test_a_reply_is_encoded_while_the_next_search_runs() -> None:
             return httpx.post(f"{running.url}/retrieve", json={"queries": [name]}, timeout=30)
 
         with ThreadPoolExecutor(3) as pool:
-            futures = []
-            for name in ("first", "second", "third"):
-                futures.append(pool.submit(post, name))
-                time.sleep(0.05)
+            futures = submit_in_arrival_order(pool, post, ("first", "second", "third"), slow)
             replies = [future.result() for future in futures]
     finally:
         running.stop()
