@@ -123,6 +123,10 @@ class TextEnv(gym.Env[list[Message], str]):
     """A regular expression every well-formed action matches, for engines that constrain
     decoding (`policy.constrain_actions`): small models then always emit an action the env
     can read. None: free text."""
+    partial_credit: ClassVar[str | None] = None
+    """What a partly right answer scores when the env is built with ``partial_credit=True``
+    (`env.partial_credit`), in words for the run's summary; None: the env has only right or
+    wrong, and takes no such argument."""
 
     def __init__(self, tasks: Sequence[Task], *, split: str = "test", render_mode: str | None = None):
         if not tasks:

@@ -30,6 +30,12 @@ class EnvConfig:
     test_split: str = "test"
     retriever_url: str | None = None
     """Search envs: an existing retrieval server; None starts a local one."""
+    partial_credit: bool = False
+    """Train on the env's graded reward where it has one (search QA: the answer's token F1
+    against the best gold answer) instead of its 0/1 reward, so that a near miss of a small
+    model still carries a learning signal. Envs with only right or wrong (math, reasoning)
+    keep their reward. Evaluation always scores with the env's own reward (exact match), and
+    success (accuracy, mixed groups) still needs a full score."""
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

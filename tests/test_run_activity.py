@@ -42,6 +42,7 @@ def test_activity_counts_steps_matches_and_children() -> None:
     assert found["evolution"]["children"] == {MUTATION_OPERATOR: 1}
     assert found["evolution"]["no_child"] == {"mutation: no mixed problem": 1}
     lines = explain({"activity": found})
+    assert lines.pop(0) == "train reward: mean 0.125"
     assert lines[0].startswith("RL: 1 optimizer step(s); 1 iteration(s) without a step")
     assert lines[1] == "TrueSkill: 1 match(es) played"
     assert lines[2] == "children: 1 (mutation 1)"
@@ -56,6 +57,7 @@ def test_a_run_that_learned_nothing_says_why_in_one_line_each() -> None:
     ]
     lines = explain({"activity": activity(records, _population(SEED))})
     assert lines == [
+        "train reward: mean 0.000",
         "RL: 0 optimizer step(s); 2 iteration(s) without a step: every group's samples had the same reward,"
         " so there was nothing to learn from",
         "TrueSkill: 0 match(es) played (a match needs two distinct prompts in an iteration)",
@@ -65,7 +67,14 @@ def test_a_run_that_learned_nothing_says_why_in_one_line_each() -> None:
 
 def test_rl_only_runs_explain_no_evolution() -> None:
     records = [{"iteration": 1, "train_reward": 0.5, "train": {"loss": 0.2}}]
-    assert explain({"activity": activity(records, _population(SEED))}) == ["RL: 1 optimizer step(s)"]
+    assert explain({"activity": activity(records, _population(SEED))}) == ["train reward: mean 0.500",
+                                                                           "RL: 1 optimizer step(s)"]
+
+
+def test_partial_credit_is_named_beside_the_train_reward() -> None:
+    records = [{"iteration": 1, "train_reward": 0.375, "train": {"loss": 0.2}}]
+    summary = {"activity": activity(records, _population(SEED)), "partial_credit": "token F1"}
+    assert explain(summary)[0] == "train reward: mean 0.375 (partial credit: token F1; exact match in evaluation)"
 
 
 def test_learning_curve_is_a_png_drawn_from_the_records(tmp_path: Path) -> None:

@@ -96,6 +96,21 @@ def test_answer_in_retrieved_separates_retrieval_from_reading(retriever: TitleRe
     assert info["em"] == 1.0 and info["answer_in_retrieved"] is False and info["n_searches"] == 0
 
 
+def test_partial_credit_rewards_the_answers_f1_and_keeps_exact_match_in_info(retriever: TitleRetriever) -> None:
+    task = Task("t1", "Who is the lead singer of Dark Tranquillity?", ("Bengt Mikael Stanne",))
+    graded, exact = SearchEnv(tasks=[task], retriever=retriever, partial_credit=True), SearchEnv(tasks=[task], retriever=retriever)
+    for answer, f1 in (("Mikael Stanne", 0.8), ("Johnny Depp", 0.0), ("bengt mikael stanne.", 1.0)):
+        rewards = []
+        for env in (graded, exact):
+            env.reset(options={"task": task})
+            _, reward, terminated, _, info = env.step(f"<answer>{answer}</answer>")
+            assert terminated and info["f1"] == pytest.approx(f1) and info["em"] == float(f1 == 1.0)
+            rewards.append(reward)
+        assert rewards == [pytest.approx(f1), float(f1 == 1.0)]
+    graded.reset(options={"task": task})
+    assert [graded.step(reply)[1] for reply in ("<think>no action</think>", "still nothing")] == [0.0, 0.0]
+
+
 def test_four_searches_then_a_forced_answer(retriever: TitleRetriever) -> None:
     env = make_env(retriever=retriever)
     env.reset(options={"index": 0})

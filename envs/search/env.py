@@ -2,7 +2,10 @@
 
 The agent reasons in ``<think>``, searches with ``<search>query</search>``, gets the top-k
 passages back inside ``<information>``, and ends with ``<answer>...</answer>``. Reward is the
-SQuAD-normalised exact match; F1 and whether retrieval ever surfaced the answer go to `info`.
+SQuAD-normalised exact match (Search-R1's); F1 and whether retrieval ever surfaced the answer
+go to `info`. With ``partial_credit=True`` the reward is the answer's F1 instead (1 for an
+exact match, a share for a near miss such as a surname without the first name): training
+signal for a model too small to be exactly right often.
 
 Turn rules:
 
@@ -75,6 +78,7 @@ class SearchEnv(TextEnv):
 
     action_regex = r"<think>[^<>]{0,160}</think>\n?(<search>[^<>]{1,120}</search>|<answer>[^<>\n]{1,40}</answer>)"
     """Search-R1's turn: reasoning in <think>, then one search or the answer."""
+    partial_credit = "the answer's token F1 against the best gold answer"
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class SearchEnv(TextEnv):
         reply_role: str = "user",
         render_mode: str | None = None,
         tasks: Sequence[Task] | None = None,
+        partial_credit: bool = False,
     ):
         super().__init__(load_tasks(dataset, split) if tasks is None else tasks, split=split, render_mode=render_mode)
         if topk < 1 or max_searches < 0 or max_obs_tokens < 1:
@@ -110,6 +115,7 @@ class SearchEnv(TextEnv):
         self.reply_role = reply_role
         self.n_searches = 0
         self.retrieved: list[Passage] = []
+        self.graded = partial_credit
 
     # -- retriever -----------------------------------------------------------------------
     @property
@@ -215,9 +221,10 @@ class SearchEnv(TextEnv):
         prediction = action.content if action.kind == "answer" else ""
         answered = action.kind == "answer"
         em = exact_match(prediction, golds) if answered else 0.0
+        f1 = f1_score(prediction, golds) if answered else 0.0
         info.update(
             em=em,
-            f1=f1_score(prediction, golds) if answered else 0.0,
+            f1=f1,
             answered=answered,
             prediction=prediction,
             golds=golds,
@@ -225,4 +232,4 @@ class SearchEnv(TextEnv):
             answer_in_retrieved=answer_in_text(golds, (f"{p.title} {p.text}" for p in self.retrieved)),
             retrieved=[{"id": p.id, "title": p.title} for p in self.retrieved],
         )
-        return em, True, None, info
+        return (f1 if self.graded else em), True, None, info

@@ -44,6 +44,11 @@ def explain(summary: Mapping[str, Any]) -> list[str]:
     """One line per part of the learning: what happened, and why when nothing did."""
     found = summary.get("activity") or {}
     lines = []
+    mean = found.get("train_reward_mean")
+    if mean is not None:
+        graded = summary.get("partial_credit")
+        lines.append(f"train reward: mean {mean:.3f}" + (f" (partial credit: {graded}; exact match in evaluation)"
+                                                          if graded else ""))
     rl = found.get("rl")
     if rl is not None:
         line = f"RL: {rl['optimizer_steps']} optimizer step(s)"

@@ -47,7 +47,7 @@ def build_run(config: RunConfig, run_dir: RunDir, method: Method, *, observer: O
     tokenizer = policy.engine.tokenizer
     run = Run(
         config, run_dir, policy,
-        RolloutDriver(policy.engine, env_factory(plan, plan.splits[0], tokenizer), plan.train_rollout),
+        RolloutDriver(policy.engine, env_factory(plan, plan.splits[0], tokenizer, training=True), plan.train_rollout),
         RolloutDriver(policy.engine, env_factory(plan, plan.splits[1], tokenizer), plan.eval_rollout),
         state=state, resumed=resumed, observer=observer,
     )
@@ -100,12 +100,15 @@ def build_policy(plan: RunPlan, *, adapter_dir: str) -> Policy:
     return built
 
 
-def env_factory(plan: RunPlan, split: str, tokenizer: Any = None) -> Callable[[], TextEnv]:
+def env_factory(plan: RunPlan, split: str, tokenizer: Any = None, *, training: bool = False) -> Callable[[], TextEnv]:
     """A zero-argument builder of the run's env on `split`; an env that declares a `tokenizer`
-    argument gets the policy's (token budgets of search observations)."""
-    from espl.run.plan import env_parameters
+    argument gets the policy's (token budgets of search observations). Training envs give
+    partial credit when the plan asks for it; evaluation envs never do."""
+    from espl.run.env_plan import env_parameters
 
     kwargs = dict(plan.env_kwargs)
+    if training and plan.partial_credit is not None:
+        kwargs["partial_credit"] = True
     if "tokenizer" in env_parameters(plan.env_id) and tokenizer is not None:
         kwargs.setdefault("tokenizer", tokenizer)
     return lambda: registry.make(plan.env_id, split=split, **kwargs)

@@ -20,6 +20,7 @@ from agents.engine import SamplingParams
 from agents.rollout import RolloutConfig
 from espl.config import ConfigError, RunConfig
 from espl.rl.settings import KLSettings, TrainerConfig
+from espl.run.env_plan import partial_credit, plan_env
 from espl.run.vllm_plan import refuse_vllm_settings, vllm_engine_kwargs
 
 
@@ -45,6 +46,9 @@ class RunPlan:
     loop: dict[str, Any]
     env_id: str
     env_kwargs: dict[str, Any]
+    partial_credit: str | None
+    """What a partly right answer scores in training (`env.partial_credit`, where the env has
+    a graded reward), in words; None: the env's own reward, as in evaluation."""
     splits: tuple[str, str]
     engine: EngineSpec
     precision: Precision | None
@@ -74,7 +78,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     except ValueError as error:
         raise ConfigError(f"method: {error}") from None
     _check_ranges(config)
-    env_id, env_kwargs = _env(config)
+    env_id, env_kwargs = plan_env(config)
     engine, precision = _engine(config, trains=method.trains_weights)
     trainer = _trainer(config) if method.trains_weights else None
     policy = config.policy
@@ -86,6 +90,7 @@ def plan_run(config: RunConfig) -> RunPlan:
         loop={name: getattr(config, name) for name in LOOP_KEYS} | {"prompts_per_iteration": evolution.prompts_per_iteration},
         env_id=env_id,
         env_kwargs=env_kwargs,
+        partial_credit=partial_credit(config, env_id),
         splits=(config.env.train_split, config.env.test_split),
         engine=engine,
         precision=precision,
@@ -150,39 +155,7 @@ def _check_ranges(config: RunConfig) -> None:
         raise ConfigError(f"evolution.crossover_probability must be in [0, 1], got {evolution.crossover_probability}")
 
 
-# -- env and engine ------------------------------------------------------------------------------
-
-
-def _env(config: RunConfig) -> tuple[str, dict[str, Any]]:
-    from envs import registry
-
-    try:
-        env_id = registry.resolve(config.env.name)
-    except KeyError as error:
-        raise ConfigError(f"env.name: {error.args[0]}") from None
-    accepted = env_parameters(env_id)
-    kwargs = dict(config.env.kwargs)
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise ConfigError(f"env.kwargs: {env_id} takes no {', '.join(unknown)}; it takes {sorted(accepted - {'split'})}")
-    if config.env.retriever_url:
-        if "retriever_url" not in accepted:
-            raise ConfigError(f"env.retriever_url: {env_id} does not search, it would be ignored")
-        kwargs["retriever_url"] = config.env.retriever_url
-    return env_id, kwargs
-
-
-def env_parameters(env_id: str) -> set[str]:
-    """The keyword arguments an env's constructor takes (what `env.kwargs` may set)."""
-    import inspect
-
-    import gymnasium as gym
-
-    entry_point = gym.spec(env_id).entry_point
-    if isinstance(entry_point, str):
-        module, _, attribute = entry_point.partition(":")
-        entry_point = getattr(__import__(module, fromlist=[attribute]), attribute)
-    return set(inspect.signature(entry_point).parameters) - {"self", "render_mode"}
+# -- engine ------------------------------------------------------------------------------
 
 
 def policy_precision(config: RunConfig) -> Precision:

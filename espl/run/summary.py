@@ -13,10 +13,11 @@ from espl.run.run_dir import SUMMARY, RunDir
 
 def build_summary(
     config: RunConfig, state: Any, population: Any, eval_prompt_id: str, records: Iterable[Mapping[str, Any]] = (),
-    precision: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None, partial_credit: str | None = None,
 ) -> dict[str, Any]:
     """The run's row; `records` (its metrics lines) give the `activity` block, `precision` the
-    policy's device and dtype as resolved on this machine (None: the engine's servers chose)."""
+    policy's device and dtype as resolved on this machine (None: the engine's servers chose),
+    `partial_credit` what a near miss scored in training (None: the env's own reward)."""
     evals = list(state.evals)
     final = evals[-1] if evals else {}
     best = max(evals, key=lambda e: e.get("accuracy", 0.0)) if evals else {}
@@ -39,6 +40,7 @@ def build_summary(
                         "parents": list(prompt.parents)},
         "population_size": len(population),
         "prompts_created": len(population.archive()),
+        "partial_credit": partial_credit,
         "activity": activity(records, population),
     }
 

@@ -34,7 +34,8 @@ def run_training(
     records = list(run.run_dir.read(METRICS))
     precision = run.plan.precision
     summary = build_summary(config, run.state, result.population, result.eval_prompt.id, records,
-                            precision=None if precision is None else precision.to_dict())
+                            precision=None if precision is None else precision.to_dict(),
+                            partial_credit=run.plan.partial_credit)
     for key, value in result.summary.items():
         if isinstance(value, dict) and isinstance(summary.get(key), dict):
             summary[key].update(value)
