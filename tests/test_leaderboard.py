@@ -6,12 +6,10 @@ import csv
 import io
 import json
 import math
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
+from leaderboard_runs import prompt, shared_config, write_run, write_small_suite
 
 from espl.cli import main
 from espl.leaderboard import build_report, find_run_dirs, load_runs, write_leaderboard
@@ -19,92 +17,12 @@ from espl.leaderboard.curves import mean_curve
 from espl.leaderboard.lineage import build_lineage
 from espl.leaderboard.stats import estimate
 from espl.evolution.population import Population
-from espl.evolution.prompt_log import PromptLog
-from espl.evolution.system_prompt import RatingPoint, SystemPrompt
-
-BUDGET = {
-    "train_rollouts": 16, "train_generated_tokens": 400, "eval_rollouts": 8, "eval_generated_tokens": 100,
-    "reflector_calls": 2, "reflector_prompt_tokens": 300, "reflector_completion_tokens": 50,
-    "optimizer_steps": 2, "total_generated_tokens": 550,
-}
-
-
-def write_run(
-    root: Path, env: str, method: str, seed: int, accuracies: list[float], *, rewards: list[float] | None = None,
-    budget: dict[str, int] | None = None, wall_s: float = 10.0, evolve: bool = False, pass_at: float | None = None,
-    eval_size: tuple[int, int] = (4, 2), config: dict[str, Any] | None = None,
-) -> Path:
-    """A finished run directory as `espl.run.train.run_training` leaves it (the files the leaderboard reads).
-
-    `accuracies[i]` is the test accuracy at evaluation i, taken every 2 iterations from 0, over
-    `eval_size` = (tasks, samples per task); `config` is config.json apart from method and seed.
-    """
-    n_tasks, per_task = eval_size
-    size = {"n_tasks": n_tasks, "episodes": n_tasks * per_task, "samples_per_task": per_task}
-    path = root / f"{env}--{method}--seed{seed}"
-    path.mkdir(parents=True)
-    rewards = rewards or [0.1 * (i + 1) for i in range(2 * (len(accuracies) - 1))]
-    metrics: list[dict[str, Any]] = []
-    for iteration in range(len(rewards) + 1):
-        record: dict[str, Any] = {"iteration": iteration}
-        if iteration:
-            record["train_reward"] = rewards[iteration - 1]
-        if iteration % 2 == 0:
-            record["eval"] = {**size, "accuracy": accuracies[iteration // 2], "prompt_id": "p0000"}
-            if pass_at is not None:
-                record["eval"]["pass@1"] = pass_at
-        metrics.append(record)
-    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    eval_id = _write_prompt_log(path / "prompts.jsonl", evolve)
-    summary = {
-        "env": env, "method": method, "model": "tiny-random", "engine": "hf", "seed": seed,
-        "iterations": len(rewards), "budget": budget or BUDGET, "wall_s": wall_s,
-        "hardware": {"cpu": "x86_64", "cpu_count": 2, "torch": "2.13.0"}, "git_commit": "0123456789abcdef-dirty",
-        "final": {**size, "accuracy": accuracies[-1], **({"pass@1": pass_at} if pass_at is not None else {})},
-        "best": {**size, "accuracy": max(accuracies)}, "eval_prompt": {"id": eval_id, "principles": ["x"]},
-        "population_size": 1, "prompts_created": 3 if evolve else 1,
-    }
-    (path / "summary.json").write_text(json.dumps(summary))
-    (path / "config.json").write_text(json.dumps({"method": method, "seed": seed, **(config or {})}))
-    return path
-
-
-def _write_prompt_log(path: Path, evolve: bool) -> str:
-    """A seed prompt; when evolving, a mutation child and a crossover of the two (a DAG)."""
-    population, log = Population(capacity=10), PromptLog.open(path)
-    population.add(_prompt("p0000", (), "seed", 0, 25.0, ["Check the arithmetic.", "Answer with a number."]))
-    log.append_step(population, 0)
-    if evolve:
-        population.add(_prompt("p0001", ("p0000",), "mutation", 1, 27.5, ["Check the arithmetic twice."]))
-        log.append_step(population, 1)
-        population.add(_prompt("p0002", ("p0000", "p0001"), "crossover", 2, 29.0, ["Write each step.", "Box it."]))
-        log.append_step(population, 2)
-        return "p0002"
-    return "p0000"
-
-
-def _prompt(pid: str, parents: tuple[str, ...], operator: str, step: int, mu: float, principles: list[str]) -> SystemPrompt:
-    return SystemPrompt(pid, tuple(principles), parents, operator, step, rating_history=[RatingPoint(step, mu, 2.0, operator)])
 
 
 @pytest.fixture
 def suite_runs(tmp_path: Path) -> Path:
-    root = tmp_path / "runs"
-    for seed, accuracies in enumerate([[0.1, 0.2], [0.1, 0.4], [0.2, 0.9]]):
-        write_run(root, "gsm8k", "espl", seed, accuracies, evolve=True, pass_at=accuracies[-1] + 0.05, wall_s=10.0 + seed,
-                  config=_config("gsm8k"))
-    for seed, accuracies in enumerate([[0.1, 0.3], [0.1, 0.3]]):
-        write_run(root, "gsm8k", "rl", seed, accuracies, pass_at=0.35, config=_config("gsm8k"))
-    write_run(root, "aime", "base", 0, [0.05], budget={**BUDGET, "train_rollouts": 0}, eval_size=(3, 1),
-              config=_config("aime", eval_limit=3))
-    (root / "unfinished").mkdir()
-    (root / "unfinished" / "config.json").write_text("{}")
-    return root
+    return write_small_suite(tmp_path / "runs")
 
-
-def _config(env: str, **changes: Any) -> dict[str, Any]:
-    """config.json apart from method and seed: one env's runs share it, as a suite's do."""
-    return {"env": {"name": env, "kwargs": {}}, "eval_limit": 4, "rl": {"lr": 1e-4, "lora": {"rank": 16}}, **changes}
 
 
 def test_mean_and_standard_error_by_hand() -> None:
@@ -177,9 +95,9 @@ def test_markdown_has_the_table_plots_and_lineage(suite_runs: Path, tmp_path: Pa
 
 def test_lineage_text_tree_walks_every_parent_once() -> None:
     population = Population()
-    population.add(_prompt("p0000", (), "seed", 0, 25.0, ["a"]))
-    population.add(_prompt("p0001", ("p0000",), "mutation", 1, 26.0, ["b"]))
-    population.add(_prompt("p0002", ("p0001", "p0000"), "crossover", 2, 27.0, ["c"]))
+    population.add(prompt("p0000", (), "seed", 0, 25.0, ["a"]))
+    population.add(prompt("p0001", ("p0000",), "mutation", 1, 26.0, ["b"]))
+    population.add(prompt("p0002", ("p0001", "p0000"), "crossover", 2, 27.0, ["c"]))
     lineage = build_lineage(population, "p0002")
     assert lineage.text_tree() == [
         "p0002 [crossover, step 2, mu 27.00 ± 2.00]",
@@ -195,7 +113,7 @@ def test_html_is_self_contained(suite_runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "lb" / "demo"
     write_leaderboard([suite_runs], out)
     html = out.with_suffix(".html").read_text()
-    assert '<table id="leaderboard">' in html and "<td>espl</td>" in html and "50.0 ± 20.8" in html
+    assert '<table id="leaderboard">' in html and "<td>espl</td>" in html and "50.0 ±\u00a020.8" in html
     assert html.count("data:image/png;base64,") == 3  # gsm8k accuracy + reward, aime accuracy (base never trains)
     assert "<svg" in html and "<?xml" not in html and "<!DOCTYPE svg" not in html
     lowered = html.lower()
@@ -279,16 +197,16 @@ def test_every_column_is_explained_and_accuracy_is_not_called_mean_reward(suite_
 
 def test_the_evaluation_size_stands_beside_the_accuracies(tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], eval_size=(24, 2), config=_config("gsm8k"))
-    write_run(root, "gsm8k", "rl", 1, [0.1, 0.5], eval_size=(24, 2), config=_config("gsm8k"))
-    write_run(root, "gsm8k", "espl", 0, [0.1, 0.2], eval_size=(12, 4), config=_config("gsm8k"))
-    write_run(root, "gsm8k", "espl", 1, [0.1, 0.2], eval_size=(24, 2), config=_config("gsm8k"))
+    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], eval_size=(24, 2), config=shared_config("gsm8k"))
+    write_run(root, "gsm8k", "rl", 1, [0.1, 0.5], eval_size=(24, 2), config=shared_config("gsm8k"))
+    write_run(root, "gsm8k", "espl", 0, [0.1, 0.2], eval_size=(12, 4), config=shared_config("gsm8k"))
+    write_run(root, "gsm8k", "espl", 1, [0.1, 0.2], eval_size=(24, 2), config=shared_config("gsm8k"))
     markdown, html, rows = _files(root, tmp_path)
     header = next(line for line in markdown.splitlines() if line.startswith("| env |"))
     assert "| final test acc. (%) | max test acc. (%, optimistic) | test eval (tasks × samples) |" in header
     assert "| 2 | 40.0 ± 10.0 | 40.0 ± 10.0 | 24 × 2 |" in markdown  # rl
     assert "| 2 | 20.0 ± 0.0 | 20.0 ± 0.0 | 12 × 4, 24 × 2 |" in markdown  # espl: the seeds differ, both shown
-    assert ">24 × 2</td>" in html and ">12 × 4, 24 × 2</td>" in html
+    assert ">24\u00a0×\u00a02</td>" in html and ">12\u00a0×\u00a04, 24\u00a0×\u00a02</td>" in html
     by_method = {row["method"]: row for row in rows}
     assert by_method["rl"]["eval_tasks_x_samples"] == "24x2"
     assert by_method["rl"]["eval_n_tasks"] == "24" and by_method["rl"]["eval_episodes"] == "48"
@@ -299,7 +217,7 @@ def test_the_evaluation_size_stands_beside_the_accuracies(tmp_path: Path) -> Non
 
 def test_a_run_that_recorded_no_evaluation_size_shows_a_question_mark(tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    path = write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=_config("gsm8k"))
+    path = write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=shared_config("gsm8k"))
     summary = json.loads((path / "summary.json").read_text())
     for block in ("final", "best"):
         del summary[block]["n_tasks"], summary[block]["episodes"]
@@ -314,10 +232,10 @@ def test_merging_runs_whose_configs_differ_outside_method_and_seed_is_warned(
 ) -> None:
     root = tmp_path / "runs"
     for seed in (0, 1):
-        write_run(root, "gsm8k", "espl", seed, [0.1, 0.2], config=_config("gsm8k"))
-    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=_config("gsm8k", rl={"lr": 1e-5, "lora": {"rank": 16}}))
-    write_run(root, "gsm8k", "rl", 1, [0.1, 0.3], config=_config("gsm8k", eval_limit=8))
-    write_run(root, "aime", "base", 0, [0.05], config=_config("aime", eval_limit=3))  # another env: not compared
+        write_run(root, "gsm8k", "espl", seed, [0.1, 0.2], config=shared_config("gsm8k"))
+    write_run(root, "gsm8k", "rl", 0, [0.1, 0.3], config=shared_config("gsm8k", rl={"lr": 1e-5, "lora": {"rank": 16}}))
+    write_run(root, "gsm8k", "rl", 1, [0.1, 0.3], config=shared_config("gsm8k", eval_limit=8))
+    write_run(root, "aime", "base", 0, [0.05], config=shared_config("aime", eval_limit=3))  # another env: not compared
     out = tmp_path / "lb" / "demo"
     assert main(["leaderboard", str(root), "--out", str(out)]) == 0
     console = capsys.readouterr().out
@@ -342,7 +260,7 @@ def test_no_warning_when_only_method_and_seed_differ(
     assert 'class="warning"' not in out.with_suffix(".html").read_text()
 
 
-def test_config_comparison_flattens_tables_and_names_runs_without_a_config(tmp_path: Path) -> None:
+def test_config_comparison_flattens_tables_and_names_runs_without_ashared_config(tmp_path: Path) -> None:
     from espl.leaderboard.configs import config_warnings, flatten
 
     assert flatten({"rl": {"lr": 1, "lora": {"rank": 2}}, "env": {"kwargs": {}}}) == {"rl.lr": 1, "rl.lora.rank": 2}
@@ -354,58 +272,3 @@ def test_config_comparison_flattens_tables_and_names_runs_without_a_config(tmp_p
     (warning,) = config_warnings(load_runs(find_run_dirs([root])))
     assert warning.keys == () and warning.without_config == ("rl seed 1",)
     assert "1 run(s) have no config.json" in warning.message()
-
-
-# -- the HTML page in a real browser -------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)"
-)
-
-
-def _screenshot(page: Path, tmp_path: Path, height: int = 2000) -> tuple[Path, list[str]]:
-    """Load a page in headless Chromium; returns the screenshot and the page's console messages."""
-    shot = tmp_path / f"{page.stem}.png"
-    result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", f"--window-size=1280,{height}", "--enable-logging=stderr", "--v=0", page.as_uri()],
-        capture_output=True, text=True, timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
-    return shot, console
-
-
-def _count_near(pixels: list[tuple[int, int, int]], colour: tuple[int, int, int], tolerance: int = 12) -> int:
-    return sum(all(abs(a - b) <= tolerance for a, b in zip(p, colour)) for p in pixels)
-
-
-@needs_chromium
-def test_console_messages_of_a_page_are_caught(tmp_path: Path) -> None:
-    """The check below would see an error: a page that logs one is caught."""
-    page = tmp_path / "broken.html"
-    page.write_text('<!DOCTYPE html><p>x</p><script>console.error("boom"); throw new Error("kaboom");</script>')
-    _, console = _screenshot(page, tmp_path, height=300)
-    assert any('"boom"' in line for line in console) and any("Uncaught Error: kaboom" in line for line in console)
-
-
-@needs_chromium
-@pytest.mark.slow
-def test_html_renders_in_chromium_with_table_and_plots_and_no_console_errors(suite_runs: Path, tmp_path: Path) -> None:
-    from PIL import Image
-
-    out = tmp_path / "lb" / "demo"
-    write_leaderboard([suite_runs], out)
-    shot, console = _screenshot(out.with_suffix(".html"), tmp_path, height=2600)
-    assert console == []
-    assert shot.stat().st_size > 50_000
-    image = Image.open(shot).convert("RGB")
-    assert image.size == (1280, 2600)
-    pixels = list(image.get_flattened_data())
-    assert len(set(pixels)) > 500  # text, table rules, anti-aliased curves: far from a blank page
-    assert _count_near(pixels, (0xF3, 0xF5, 0xF7), tolerance=1) > 5_000  # the table's header row
-    assert _count_near(pixels, (0x1F, 0x77, 0xB4)) > 300  # the first method's curve (matplotlib C0)
-    assert _count_near(pixels, (0xFF, 0x7F, 0x0E)) > 300  # the second method's curve (C1)
-    assert _count_near(pixels, (0xD8, 0xF0, 0xD2), tolerance=3) > 500  # the crossover node of the inline SVG lineage

@@ -42,13 +42,16 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str) -> Report:
                 plots.save(plots.curve_figure(curves, title, label, percent), stem)
                 figures[name] = Figure(stem, f"{heading}, {size}" if size else heading)
         lineage = best_evolved_lineage(board, env, sorted(evolving))
-        lineage_figure = None
+        lineage_figure, note = None, None
         if lineage is not None and lineage.run is not None:
             heading = f"{env}: lineage of {lineage.prompt_id} ({lineage.run.method}, seed {lineage.run.seed})"
             stem = asset_dir / f"lineage-{_slug(env)}"
             plots.save(plots.lineage_figure(lineage, heading), stem)
             lineage_figure = Figure(stem, heading)
-        sections.append(EnvSection(env, figures.get("accuracy"), figures.get("reward"), lineage, lineage_figure))
+        elif evolved_here := sorted(evolving & {row.method for row in rows}):
+            note = (f"No run of the prompt-evolving methods ({', '.join(evolved_here)}) evaluated a prompt with a "
+                    "parent: each evaluated its seed prompt, so there is no lineage to show.")
+        sections.append(EnvSection(env, figures.get("accuracy"), figures.get("reward"), lineage, lineage_figure, note))
     return Report(board, out, tuple(sections))
 
 

@@ -17,6 +17,8 @@ class Curve:
     mean: tuple[float, ...]
     se: tuple[float, ...]
     """0 where only one seed reached the iteration."""
+    method: str = ""
+    """The runs' method: it picks the curve's colour (`colours.method_colour`)."""
 
 
 def mean_curve(runs: Sequence[RunRecord], metric: str, label: str) -> Curve | None:
@@ -33,4 +35,5 @@ def mean_curve(runs: Sequence[RunRecord], metric: str, label: str) -> Curve | No
         tuple(iterations),
         tuple(e.mean for e in estimates if e is not None),
         tuple((e.se or 0.0) for e in estimates if e is not None),
+        runs[0].method,
     )

@@ -17,10 +17,11 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 80rem;
        padding: 0 1rem; color: #1d232a; background: #ffffff; }
 h1 { font-size: 1.6rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
-table { border-collapse: collapse; font-size: .85rem; margin: 1rem 0; }
-th, td { border: 1px solid #d0d7de; padding: .35rem .55rem; vertical-align: top; }
+table { border-collapse: collapse; font-size: .8rem; margin: 1rem 0; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .4rem; vertical-align: top; }
 th { background: #f3f5f7; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td { overflow-wrap: break-word; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; overflow-wrap: normal; }
 tr:nth-child(even) td { background: #fafbfc; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; flex: 1 1 32rem; max-width: 46rem; }
@@ -64,11 +65,22 @@ def table_html(report: Report) -> str:
     body = []
     for row in report.board.rows:
         cells = "".join(
-            f'<td class="num">{escape(c.cell(row))}</td>' if c.numeric else f"<td>{escape(c.cell(row))}</td>"
+            f'<td class="num">{number_html(c.cell(row))}</td>' if c.numeric else f"<td>{text_html(c.cell(row))}</td>"
             for c in columns
         )
         body.append(f"<tr>{cells}</tr>")
     return f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def number_html(text: str) -> str:
+    """A numeric cell that may wrap before `±` and after a comma, never inside a figure, so
+    that a wide table narrows to the page instead of scrolling sideways."""
+    return escape(text).replace(" ± ", " ±\u00a0").replace(" × ", "\u00a0×\u00a0")
+
+
+def text_html(text: str) -> str:
+    """A text cell that may also wrap after `/` (`org/model` names, `hardware / torch`)."""
+    return escape(text).replace("/", "/<wbr>")
 
 
 def legend_html(board: Leaderboard) -> str:
@@ -93,8 +105,7 @@ def section_html(report: Report, section: EnvSection) -> str:
         parts += [
             f"<h3>Best evolved prompt: {escape(lineage.prompt_id)}</h3>",
             f"<p>From the best run (by final test accuracy) of the best prompt-evolving method: {escape(run.method)}, "
-            f"seed {run.seed} "
-            f"(<code>{escape(report.relative(run.path))}</code>).</p>",
+            f"seed {run.seed} (run directory <code>{escape(run.path.name)}</code>).</p>",
             "<pre>" + escape("\n".join(lineage.text_tree())) + "</pre>",
             "<ol>" + "".join(f"<li>{escape(p)}</li>" for p in lineage.prompt.principles) + "</ol>",
         ]
@@ -102,6 +113,8 @@ def section_html(report: Report, section: EnvSection) -> str:
             svg = inline_svg(section.lineage_figure.stem.with_suffix(".svg").read_text(encoding="utf-8"))
             caption = escape(section.lineage_figure.title)
             parts.append(f'<figure class="lineage">{svg}<figcaption>{caption}</figcaption></figure>')
+    elif section.lineage_note:
+        parts.append(f"<p>{escape(section.lineage_note)}</p>")
     return "\n".join(parts)
 
 

@@ -105,8 +105,9 @@ def load_lineage(run: RunRecord) -> Lineage:
 def best_evolved_lineage(leaderboard: Leaderboard, env: str, evolving: Sequence[str]) -> Lineage | None:
     """The lineage behind the best run of the best prompt-evolving method on `env`.
 
-    Rows are already sorted best first; a method counts when its prompt log holds more than
-    the seed prompt. None when no such run exists (e.g. a suite of RL runs only).
+    Rows are already sorted best first. A run counts only when the prompt it evaluated has a
+    parent: a seed prompt alone is no lineage, even where the run created candidates that lost
+    to it. None when no such run exists (e.g. a suite of RL runs only).
     """
     for row in leaderboard.rows_for(env):
         if row.method not in evolving:
@@ -115,6 +116,6 @@ def best_evolved_lineage(leaderboard: Leaderboard, env: str, evolving: Sequence[
         ranked = sorted(candidates, key=lambda r: (-float((r.summary.get("final") or {}).get("accuracy", 0.0)), r.seed))
         for run in ranked:
             lineage = load_lineage(run)
-            if len(lineage.nodes) > 1 or int(run.summary.get("prompts_created", 1)) > 1:
+            if lineage.edges:
                 return lineage
     return None

@@ -66,13 +66,13 @@ def section_lines(report: Report, section: EnvSection) -> list[str]:
             lines += [f"![{figure.title}]({report.relative(figure.stem.with_suffix('.png'))})", ""]
     lineage = section.lineage
     if lineage is None or lineage.run is None:
-        return lines
+        return lines + ([section.lineage_note, ""] if section.lineage_note else [])
     run = lineage.run
     lines += [
         f"### Best evolved prompt: {lineage.prompt_id}",
         "",
         f"From the best run (by final test accuracy) of the best prompt-evolving method: {run.method}, seed {run.seed} "
-        f"(`{report.relative(run.path)}`). Lineage, the evaluated prompt first and each parent "
+        f"(run directory `{run.path.name}`). Lineage, the evaluated prompt first and each parent "
         "indented under its child:",
         "",
         "```text",

@@ -14,8 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from espl.leaderboard.colours import method_colour  # noqa: E402
 from espl.leaderboard.curves import Curve  # noqa: E402
 from espl.leaderboard.lineage import Lineage  # noqa: E402
 
@@ -39,27 +41,37 @@ def save(figure: Figure, stem: Path) -> None:
 
 
 def curve_figure(curves: Sequence[Curve], title: str, ylabel: str, percent: bool) -> Figure:
-    """One line per method with a shaded ± one standard error band."""
+    """One line per method with a shaded ± one standard error band, in the method's colour.
+
+    Each method's line and band carry the SVG id `curve-<method>` / `band-<method>`, so the
+    colour a method was drawn in can be read back from the file.
+    """
     with plt.rc_context(STYLE):
         figure, axes = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
         scale = 100.0 if percent else 1.0
-        for index, curve in enumerate(curves):
-            colour = f"C{index}"
+        levels: list[float] = []
+        for curve in curves:
+            colour, gid = method_colour(curve.method), svg_id(curve.method)
             mean = [m * scale for m in curve.mean]
             low = [(m - s) * scale for m, s in zip(curve.mean, curve.se)]
             high = [(m + s) * scale for m, s in zip(curve.mean, curve.se)]
+            levels += [*low, *high]
             if len(curve.iterations) == 1:  # evaluated once (e.g. `base`): a reference level
-                axes.axhline(mean[0], color=colour, linestyle="--", linewidth=1.2, label=curve.label)
-                axes.axhspan(low[0], high[0], color=colour, alpha=0.12, linewidth=0)
+                axes.axhline(mean[0], color=colour, linestyle="--", linewidth=1.2, label=curve.label, gid=f"curve-{gid}")
+                axes.axhspan(low[0], high[0], color=colour, alpha=0.12, linewidth=0, gid=f"band-{gid}")
                 continue
-            axes.plot(curve.iterations, mean, marker="o", markersize=3, color=colour, label=curve.label)
-            axes.fill_between(curve.iterations, low, high, color=colour, alpha=0.18, linewidth=0)
+            axes.plot(curve.iterations, mean, marker="o", markersize=3, color=colour, label=curve.label,
+                      gid=f"curve-{gid}")
+            axes.fill_between(curve.iterations, low, high, color=colour, alpha=0.18, linewidth=0, gid=f"band-{gid}")
         if all(len(c.iterations) == 1 for c in curves):
             iterations = sorted({c.iterations[0] for c in curves})
             axes.set_xlim(iterations[0] - 0.5, iterations[-1] + 0.5)
             axes.set_xticks(iterations)
         else:
             axes.xaxis.get_major_locator().set_params(integer=True)
+        if levels:
+            widen_flat_range(axes, levels, MIN_SPAN_PERCENT if percent else MIN_SPAN)
+        axes.ticklabel_format(axis="both", style="plain", useOffset=False)
         axes.set_title(title)
         axes.set_xlabel("iteration")
         axes.set_ylabel(ylabel)
@@ -67,6 +79,29 @@ def curve_figure(curves: Sequence[Curve], title: str, ylabel: str, percent: bool
         if curves:
             axes.legend(frameon=False, fontsize=8)
     return figure
+
+
+MIN_SPAN_PERCENT = 10.0
+MIN_SPAN = 0.2
+"""The least y-range a curve plot shows (percentage points / reward units). A flat series
+(all-zero rewards) would otherwise get an axis zoomed onto float rounding, labelled `1e-17`."""
+
+
+def widen_flat_range(axes: Axes, levels: Sequence[float], minimum: float) -> None:
+    """Give data spanning less than `minimum` a y-range of `minimum` around it; data that is
+    non-negative but for rounding starts the range just below 0 instead of going negative."""
+    low, high = min(levels), max(levels)
+    if high - low >= minimum:
+        return
+    bottom = (low + high - minimum) / 2.0
+    if low > -minimum * 1e-6:
+        bottom = max(bottom, -0.05 * minimum)
+    axes.set_ylim(bottom, bottom + minimum)
+
+
+def svg_id(method: str) -> str:
+    """A method name as a valid SVG id fragment."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in method)
 
 
 def lineage_figure(lineage: Lineage, title: str) -> Figure:

@@ -28,7 +28,10 @@ class EnvSection:
     accuracy: Figure | None
     reward: Figure | None
     lineage: Lineage | None
+    """The best evolved prompt's ancestry; None unless a prompt-evolving run evaluated a prompt with a parent."""
     lineage_figure: Figure | None
+    lineage_note: str | None = None
+    """Why there is no lineage where prompt-evolving methods ran."""
 
 
 @dataclass(frozen=True)
