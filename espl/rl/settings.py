@@ -88,8 +88,6 @@ class TrainerConfig:
     kl: KLSettings = field(default_factory=KLSettings)
     bf16: bool = False
     """Autocast the forward to bfloat16 (master weights stay fp32)."""
-    gradient_checkpointing: bool = False
-    """Recompute each layer's activations in backward: less memory for long sequences, one more forward."""
     norm_tokens: int | None = None
     """Constant divisor of Dr. GRPO's aggregation (the generation budget). A run's plan fills
     it with `policy.max_tokens`; None (a trainer built by hand): the longest sequence of the
