@@ -110,6 +110,8 @@ def test_other_overrides_on_resume_stay_refused(tmp_path: Path, capsys: pytest.C
     run_dir = fake_progress(tmp_path / "run", config, 1)
     assert main(["run", "--resume", str(run_dir), "--iterations", "5", "--set", "rl.lr=1e-3"]) == 2
     assert "--set would be ignored" in capsys.readouterr().out
+    assert main(["run", "--resume", str(run_dir), "--iterations", "5", "--seed", "0"]) == 2
+    assert "--seed would be ignored" in capsys.readouterr().out
     assert main(["run", "--resume", str(run_dir), "--iterations", "5", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 5
     assert json.loads((run_dir / "config.json").read_text())["iterations"] == 1  # a dry run writes nothing

@@ -51,7 +51,7 @@ def resolve_config(args: argparse.Namespace):
     if args.resume is not None:
         given = [flag for flag, value in (("--env", args.env), ("--method", args.method), ("--model", args.model),
                  ("--engine", args.engine), ("--seed", args.seed), ("--set", args.overrides),
-                 ("--out", args.out)) if value]
+                 ("--out", args.out)) if value is not None and value != []]  # --seed 0 counts too
         if given or args.preset != "default":
             flags = ", ".join(given + (["--preset"] if args.preset != "default" else []))
             raise ConfigError(f"--resume continues a run with its own config.json; {flags} would be ignored")
