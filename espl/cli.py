@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("espl.commands.run", "train one method on one env (E-SPL, RL, evolution, ...) into a run directory"),
     "compare": ("espl.commands.compare", "run a comparison suite's missing runs and write its leaderboard"),
     "leaderboard": ("espl.commands.leaderboard", "build leaderboard tables and plots from existing run directories"),
+    "export": ("espl.commands.export", "write a run's LoRA adapter (peft, or merged) and system prompt for serving"),
     "prompts": ("espl.commands.prompts", "show a run's prompt population, ratings and the best prompt's lineage"),
     "serve-vllm": ("espl.commands.serve_vllm", "serve a model with vLLM's OpenAI-compatible server (127.0.0.1)"),
 }

@@ -3,6 +3,8 @@
     espl-bench run --env hotpotqa --method espl                 # the embedded default
     espl-bench run --env gsm8k --method rl --preset smoke --set rl.lr=1e-5
     espl-bench run --resume runs/hotpotqa--espl--smollm2-135m/20261121-120000
+    espl-bench run --resume runs/gsm8k--rl--smollm2-135m/20261121-120000 --iterations 40   # extend it
+    espl-bench run --env gsm8k --preset smoke --dry-run --write-config mine.toml   # then --preset mine.toml
     espl-bench run --env gsm8k --method rl --report-to tensorboard,wandb   # experiment tracking
 """
 
@@ -19,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="built-in name, local folder or hub id")
     parser.add_argument("--engine", help="a registered engine: hf | vllm | openai")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--iterations", type=int,
+                        help="iterations in all; with --resume, extends the run to this many (espl.run.extension)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted config override, e.g. rl.lr=1e-5 (repeatable)")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<env>--<method>--<model>/<time>)")
@@ -28,19 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="experiment trackers, comma-separated: tensorboard, wandb, mlflow, or none "
                              "(config key report_to; default: none). Also allowed with --resume")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--write-config", dest="write_config", type=Path, metavar="PATH.toml",
+                        help="with --dry-run: also write the resolved config as TOML (a new file), "
+                             "which --preset PATH.toml reads back")
     parser.add_argument("--quiet", action="store_true",
                         help="one plain line per iteration instead of the live line (the default when stdout is not a terminal)")
 
 
 def resolve_config(args: argparse.Namespace):
+    """The config to run: from the flags and preset, or a resumed run's own (see the module doc).
+
+    With --resume, --iterations gives the count to extend to; the run directory's progress is
+    checked against it in `run` (`espl.run.extension.plan_extension`)."""
+    import dataclasses
     import json
 
     from espl.config import ConfigError, RunConfig, build, load_config
 
     if args.resume is not None:
         given = [flag for flag, value in (("--env", args.env), ("--method", args.method), ("--model", args.model),
-                 ("--engine", args.engine), ("--seed", args.seed), ("--iterations", args.iterations),
-                 ("--set", args.overrides), ("--out", args.out)) if value]
+                 ("--engine", args.engine), ("--seed", args.seed), ("--set", args.overrides),
+                 ("--out", args.out)) if value is not None and value != []]  # --seed 0 counts too
         if given or args.preset != "default":
             flags = ", ".join(given + (["--preset"] if args.preset != "default" else []))
             raise ConfigError(f"--resume continues a run with its own config.json; {flags} would be ignored")
@@ -53,6 +64,8 @@ def resolve_config(args: argparse.Namespace):
             raise ConfigError(f"{path}: {error}") from None
         if args.report_to is not None:  # where the run is reported, not what it does
             config.report_to = args.report_to
+        if args.iterations is not None:  # more of the same run (checked by espl.run.extension)
+            config = dataclasses.replace(config, iterations=args.iterations)
         return config
     base: dict = {}
     if args.env:
@@ -90,23 +103,42 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from espl.config import ConfigError
+    from espl.run.resume import RunDirError
 
     console = Console()
+    extension = None
     try:
+        if args.write_config is not None and not args.dry_run:
+            raise ConfigError("--write-config goes with --dry-run (a run keeps its config in config.json)")
         config = resolve_config(args)
         from espl.run.plan import plan_run
 
         plan = plan_run(config)  # every cross-check, before a directory or a model exists
-    except (ConfigError, FileNotFoundError) as error:
+        if args.resume is not None and args.iterations is not None:
+            from espl.run.extension import plan_extension
+            from espl.run.run_dir import RunDir
+
+            extension = plan_extension(RunDir(args.resume), config, args.iterations)
+        if args.dry_run and args.write_config is not None:
+            from espl.config_toml import write_config_toml
+
+            written = write_config_toml(config, args.write_config)
+    except (ConfigError, FileNotFoundError, RunDirError) as error:
         console.print(f"[red]config error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     if args.dry_run:
         console.print_json(json.dumps(config.to_dict()))
+        if args.write_config is not None:
+            console.print(f"config written to {written}; run it with --preset {written}", highlight=False, soft_wrap=True)
+        return 0
+    if extension is not None and extension.nothing_to_do:
+        console.print(f"nothing to do: {args.resume} has completed its {extension.done} iteration(s) "
+                      f"(--iterations {args.iterations}); give a larger --iterations to extend it", highlight=False,
+                      soft_wrap=True)
         return 0
 
     from agents.models import ModelUnavailable
     from espl.progress import LiveProgress
-    from espl.run.resume import RunDirError
     from espl.run.run_dir import CONFIG, RunDir
     from espl.run.train import run_training
 
@@ -118,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
                           f"--resume {run_dir.path}, or choose another --out", highlight=False, soft_wrap=True)
             return 2
         run_dir.create().write_json(CONFIG, config.to_dict())
+    elif extension is not None:
+        from espl.run.extension import apply_extension
+
+        config = apply_extension(run_dir, config, extension)
     console.print(f"run directory: [bold]{run_dir.path}[/bold]", highlight=False, soft_wrap=True)
     if plan.precision is not None:
         console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)

@@ -7,6 +7,8 @@
     prompts.jsonl      the prompt population, ratings and lineage (espl.evolution.prompt_log.PromptLog)
     checkpoint/        trainer and loop state after the last completed iteration
     summary.json       model, method, env, seed, budget, hardware, wall time, git commit, scores
+    extensions.jsonl   each `--resume --iterations N` that extended the run (`espl.run.extension`),
+                       with summary-at-<n>.json, the summary of the run before it
     tensorboard/ wandb/ mlflow/   the experiment trackers' copies, when `report_to` names them
                        (`espl.tracking`; the run never depends on them)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from espl.config import RunConfig
+from espl.run.extension import extensions
 from espl.run.run_dir import METRICS, RunDir
 from espl.run.learning_curve import LEARNING_CURVE, write_learning_curve
 from espl.run.summary import build_summary, write_summary
@@ -41,6 +42,8 @@ def run_training(
             summary[key].update(value)
         else:
             summary[key] = value
+    if extensions(run_dir):
+        summary["extended"] = extensions(run_dir)
     write_summary(run_dir, summary)
     write_learning_curve(run_dir.file(LEARNING_CURVE), records, f"{config.method} on {config.env.name}")
     return summary
