@@ -184,7 +184,7 @@ exports a run of the embedded model, made as small as a run goes."""
 
 
 @pytest.mark.vllm
-@pytest.mark.slow
+@pytest.mark.extended  # a run of the 135M model and a vLLM engine of its own: minutes on 2 cores
 def test_vllm_serves_the_exported_adapter(tmp_path: Path) -> None:
     """The in-process vLLM engine loads the exported folder as a `LoRARequest` (what
     `vllm serve --lora-modules` does), and samples the exported policy: its greedy tokens
