@@ -4,6 +4,10 @@
     espl-bench run --env gsm8k --method rl --preset smoke --set rl.lr=1e-5
     espl-bench run --resume runs/hotpotqa--espl--smollm2-135m/20261121-120000
     espl-bench run --env gsm8k --method rl --report-to tensorboard,wandb   # experiment tracking
+    torchrun --standalone --nproc-per-node 2 -m espl.cli run --preset smoke   # the trainer on 2 ranks
+
+Under `torchrun` rank 0 runs this command as one process would (and alone prints and writes);
+the other ranks only train with it (`espl.run.ranks`).
 """
 
 from __future__ import annotations
@@ -85,6 +89,33 @@ def default_run_dir(config) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from espl.rl.distributed import DistributedContext
+
+    ranks = DistributedContext.from_environment()
+    if not ranks.is_main:
+        from espl.run.ranks import follow
+
+        try:
+            return follow(ranks)
+        finally:
+            ranks.close()
+    followers = None
+    if ranks.enabled:
+        from espl.run.ranks import Followers
+
+        followers = Followers(ranks)
+    code = 1
+    try:
+        code = run_main(args, followers)
+        return code
+    finally:
+        if followers is not None:
+            followers.stop(code)
+        ranks.close()
+
+
+def run_main(args: argparse.Namespace, followers=None) -> int:
+    """The run as one process (or rank 0) does it."""
     import json
 
     from rich.console import Console
@@ -123,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)
     try:
         with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
-            summary = run_training(config, run_dir, observer=progress.update, status=progress.status)
+            summary = run_training(config, run_dir, observer=progress.update, status=progress.status,
+                                   followers=followers)
     except (RunDirError, ModelUnavailable) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2

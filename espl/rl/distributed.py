@@ -21,9 +21,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 WAIT_TIMEOUT_S = float(os.environ.get("ESPL_DIST_WAIT_TIMEOUT_S", 4 * 3600))
 """How long a rank waits for the next message from rank 0 (which runs rollouts meanwhile)."""
@@ -68,6 +69,8 @@ class DistributedContext:
         """The device this rank trains on: its own GPU (LOCAL_RANK) when the run asks for CUDA."""
         if not self.enabled or not device.startswith("cuda"):
             return device
+        import torch
+
         torch.cuda.set_device(self.local_rank)
         return f"cuda:{self.local_rank}"
 
@@ -76,6 +79,7 @@ class DistributedContext:
         order as the rest of the collectives): NCCL for CUDA, gloo otherwise."""
         if not self.enabled or self.attached:
             return
+        import torch
         import torch.distributed as dist
 
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
@@ -111,6 +115,7 @@ class DistributedContext:
         sum when any rank had one, so the optimizer treats it as one process would have."""
         if not self.enabled:
             return
+        import torch
         import torch.distributed as dist
 
         device = parameters[0].device
@@ -129,6 +134,7 @@ class DistributedContext:
         """Rank 0's values of `parameters` on every rank (the starting LoRA weights)."""
         if not self.enabled:
             return
+        import torch
         import torch.distributed as dist
 
         with torch.no_grad():
