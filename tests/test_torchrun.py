@@ -26,12 +26,11 @@ COMMON = [
 
 
 def _torchrun(args: list[str]) -> subprocess.Popen:
-    """Two ranks on this host; a session of their own, so that a kill takes the launcher and both ranks."""
+    """Two ranks on this host, under `torchrun`'s launcher (`--standalone`: its rendezvous on a free local port)."""
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "espl.cli", "run", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "MASTER_ADDR": "127.0.0.1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
 
@@ -48,6 +47,12 @@ def stable(record):
     if isinstance(record, list):
         return [stable(v) for v in record]
     return record
+
+
+def _ranks_of(launcher: int) -> list[int]:
+    """The processes the launcher started (the ranks run in sessions of their own)."""
+    tasks = Path(f"/proc/{launcher}/task")
+    return [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
 
 
 def _iterations(run_dir: Path) -> list[int]:
@@ -79,8 +84,10 @@ def test_a_killed_two_rank_run_resumes_as_if_never_stopped(tmp_path: Path) -> No
         assert victim.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)  # the launcher and both ranks, mid-iteration 2
-    victim.communicate()
+    for rank in _ranks_of(victim.pid):  # both ranks at once, mid-iteration 2; the launcher then exits
+        os.kill(rank, signal.SIGKILL)
+    victim.communicate(timeout=300)
+    assert victim.returncode != 0
     assert 3 not in _iterations(killed)
 
     _finish(_torchrun(["--resume", str(killed), "--quiet"]))

@@ -90,6 +90,8 @@ def build_policy(plan: RunPlan, *, adapter_dir: str, followers: Followers | None
 
     spec = plan.engine
     if plan.trainer is None:
+        if followers is not None:  # nothing to train: the other ranks are not needed, they end now
+            followers.stop(0)
         return Policy(make_engine(spec.name, model=spec.model, **spec.kwargs))
     trainer, tokenizer = build_trainer(plan, adapter_dir=adapter_dir, followers=followers)
     if spec.name == "hf":
