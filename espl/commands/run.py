@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from espl.run.ranks import Followers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
         ranks.close()
 
 
-def run_main(args: argparse.Namespace, followers=None) -> int:
-    """The run as one process (or rank 0) does it."""
+def run_main(args: argparse.Namespace, followers: Followers | None = None) -> int:
+    """The run as one process (or rank 0, with the other ranks as `followers`) does it."""
     import json
 
     from rich.console import Console

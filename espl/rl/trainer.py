@@ -36,9 +36,9 @@ import torch
 from agents.engine import Adapter
 from agents.trajectory import Trajectory
 from espl.rl import batching, logits, updates
-from espl.rl.distributed import DistributedContext, share
 from espl.rl.advantages import compute_advantages
 from espl.rl.anchor import ANCHOR_KINDS, make_anchor
+from espl.rl.distributed import DistributedContext, share
 from espl.rl.kl import k3_kl
 from espl.rl.lora import ANCHOR, POLICY, adapter_tensors, attach_lora, publish_adapter
 from espl.rl.losses import LossInputs, LossOutput, make_loss
