@@ -6,12 +6,20 @@
     espl-bench run --resume runs/gsm8k--rl--smollm2-135m/20261121-120000 --iterations 40   # extend it
     espl-bench run --env gsm8k --preset smoke --dry-run --write-config mine.toml   # then --preset mine.toml
     espl-bench run --env gsm8k --method rl --report-to tensorboard,wandb   # experiment tracking
+    torchrun --standalone --nproc-per-node 2 -m espl.cli run --preset smoke   # the trainer on 2 ranks
+
+Under `torchrun` rank 0 runs this command as one process would (and alone prints and writes);
+the other ranks only train with it (`espl.run.ranks`).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from espl.run.ranks import Followers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +106,33 @@ def default_run_dir(config) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from espl.rl.distributed import DistributedContext
+
+    ranks = DistributedContext.from_environment()
+    if not ranks.is_main:
+        from espl.run.ranks import follow
+
+        try:
+            return follow(ranks)
+        finally:
+            ranks.close()
+    followers = None
+    if ranks.enabled:
+        from espl.run.ranks import Followers
+
+        followers = Followers(ranks)
+    code = 1
+    try:
+        code = run_main(args, followers)
+        return code
+    finally:
+        if followers is not None:
+            followers.stop(code)
+        ranks.close()
+
+
+def run_main(args: argparse.Namespace, followers: Followers | None = None) -> int:
+    """The run as one process (or rank 0, with the other ranks as `followers`) does it."""
     import json
 
     from rich.console import Console
@@ -159,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)
     try:
         with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
-            summary = run_training(config, run_dir, observer=progress.update, status=progress.status)
+            summary = run_training(config, run_dir, observer=progress.update, status=progress.status,
+                                   followers=followers)
     except (RunDirError, ModelUnavailable) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2

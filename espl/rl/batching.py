@@ -49,6 +49,22 @@ class MicroBatch:
     """[b, t] the engine's sampling logprobs, when `old_logprobs` were recomputed by the trainer."""
 
 
+@dataclass
+class MicroBatchPlan:
+    """Which rows one micro-batch holds and how they are cut, before any tensor is built."""
+
+    rows: list[int]
+    cuts: list[int]
+    """Leading tokens of each row that run as its shared prefix (0: none)."""
+    prefixes: list[tuple[int, ...]] | None
+
+    def cost(self, trajectories: Sequence[Trajectory]) -> int:
+        """Padded tokens the forward runs: the rows' own tokens plus each distinct prefix once."""
+        width = max(len(trajectories[i].token_ids) - 1 - cut for i, cut in zip(self.rows, self.cuts))
+        prefix = 0 if self.prefixes is None else len(set(self.prefixes)) * max(len(p) for p in self.prefixes)
+        return len(self.rows) * width + prefix
+
+
 def micro_batches(
     trajectories: Sequence[Trajectory],
     advantages: Sequence[float],
@@ -59,14 +75,22 @@ def micro_batches(
     share_prefix: bool = True,
     old_logprobs: Sequence[Sequence[float]] | None = None,
 ) -> Iterator[MicroBatch]:
-    """Micro-batches of at most `size` sequences.
+    """Micro-batches of at most `size` sequences (`plan_micro_batches`), built one at a time.
+
+    `old_logprobs` (one list per trajectory, aligned with its token ids) replaces the
+    trajectories' sampling logprobs as the ratio's denominator; those then come along as
+    `sampler_logprobs`.
+    """
+    for plan in plan_micro_batches(trajectories, size, share_prefix=share_prefix):
+        yield build_micro_batch(trajectories, advantages, plan, pad_id=pad_id, device=device, old_logprobs=old_logprobs)
+
+
+def plan_micro_batches(trajectories: Sequence[Trajectory], size: int, *, share_prefix: bool = True) -> list[MicroBatchPlan]:
+    """The rows of each micro-batch of at most `size` sequences.
 
     Without `share_prefix`: length-sorted (less padding). With it: rows that share their
     prompt (everything before the first policy token) sit together, and a micro-batch that
     holds fewer distinct prompts than rows runs each prompt once (`SharedPrefix`).
-    `old_logprobs` (one list per trajectory, aligned with its token ids) replaces the
-    trajectories' sampling logprobs as the ratio's denominator; those then come along as
-    `sampler_logprobs`.
     """
     length = [len(t.token_ids) for t in trajectories]
     keys = [tuple(t.token_ids[: prefix_cut(t)]) if share_prefix else () for t in trajectories]
@@ -75,13 +99,28 @@ def micro_batches(
         groups.setdefault(key, []).append(i)
     ordered = sorted(groups.values(), key=lambda group: max(length[i] for i in group))
     order = [i for group in ordered for i in sorted(group, key=length.__getitem__)]
+    plans = []
     for start in range(0, len(order), size):
         rows = order[start : start + size]
         prefixes = [keys[i] for i in rows]
         if len(set(prefixes)) < len(rows) and all(prefixes):
-            yield _batch(trajectories, advantages, rows, [len(p) for p in prefixes], prefixes, pad_id, device, old_logprobs)
+            plans.append(MicroBatchPlan(rows, [len(p) for p in prefixes], prefixes))
         else:
-            yield _batch(trajectories, advantages, rows, [0] * len(rows), None, pad_id, device, old_logprobs)
+            plans.append(MicroBatchPlan(rows, [0] * len(rows), None))
+    return plans
+
+
+def build_micro_batch(
+    trajectories: Sequence[Trajectory],
+    advantages: Sequence[float],
+    plan: MicroBatchPlan,
+    *,
+    pad_id: int,
+    device: str | torch.device = "cpu",
+    old_logprobs: Sequence[Sequence[float]] | None = None,
+) -> MicroBatch:
+    """The tensors of one planned micro-batch, on `device`."""
+    return _batch(trajectories, advantages, plan.rows, plan.cuts, plan.prefixes, pad_id, device, old_logprobs)
 
 
 def prefix_cut(trajectory: Trajectory) -> int:

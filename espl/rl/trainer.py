@@ -16,6 +16,11 @@ Memory stays bounded by the micro-batch: each micro-batch's loss is scaled by it
 the step's normaliser, so gradient accumulation gives exactly the mini-batch's gradient.
 Within a micro-batch, logits exist a chunk of rows at a time and are recomputed in backward
 (`espl.rl.logits`); `gradient_checkpointing` recomputes each decoder layer too.
+
+Under `torchrun` every rank holds the whole batch and runs a share of each step's
+micro-batches (`espl.rl.distributed`); the normalisers are the whole mini-batch's, and the
+gradients are summed over the ranks before the optimizer step, so that step is the one a
+single process takes.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from agents.trajectory import Trajectory
 from espl.rl import batching, logits, updates
 from espl.rl.advantages import compute_advantages
 from espl.rl.anchor import ANCHOR_KINDS, make_anchor
+from espl.rl.distributed import DistributedContext, share
 from espl.rl.kl import k3_kl
-from espl.rl.lora import POLICY, adapter_tensors, attach_lora, publish_adapter
+from espl.rl.lora import ANCHOR, POLICY, adapter_tensors, attach_lora, publish_adapter
 from espl.rl.losses import LossInputs, LossOutput, make_loss
 from espl.rl.published import PublishedAdapters
 from espl.rl.settings import TrainerConfig
@@ -43,7 +49,7 @@ from espl.rl.settings import TrainerConfig
 class LoRATrainer:
     def __init__(
         self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0, seed: int = 0,
-        publish_dir: str | None = None,
+        publish_dir: str | None = None, distributed: DistributedContext | None = None,
     ):
         self.config = config or TrainerConfig()
         _check(self.config)
@@ -55,6 +61,11 @@ class LoRATrainer:
         self.advantage_mode = self.config.advantage_mode or self.loss.default_advantage_mode
         with_factors = kl.kind == "topk" and kl.anchor == "factors"
         self.model = attach_lora(model, self.config.lora, with_anchor=with_factors, seed=seed)
+        self.distributed = distributed or DistributedContext()
+        """The ranks this trainer shares its steps with (one process alone: rank 0 of 1)."""
+        self.distributed.attach(str(next(self.model.parameters()).device))
+        for adapter in (POLICY, ANCHOR) if with_factors else (POLICY,):
+            self.distributed.broadcast_parameters(list(adapter_tensors(self.model, adapter).values()))
         self.anchor = make_anchor(self.model, kl.anchor) if kl.kind == "topk" else None
         if self.config.gradient_checkpointing:
             # Non-reentrant: LoRA weights inside a checkpointed layer get their gradients without
@@ -148,13 +159,18 @@ class LoRATrainer:
         sums: dict[str, float] = {}
         # Checkpointed layers drop the prefix's key/value cache: each row then runs its own prompt.
         share_prefix = self.config.share_prefix and not self.config.gradient_checkpointing
-        for batch in batching.micro_batches(chosen, advantages, self.config.micro_batch_size, pad_id=self.pad_id,
-                                            device=self.device, share_prefix=share_prefix, old_logprobs=old):
+        plans = batching.plan_micro_batches(chosen, self.config.micro_batch_size, share_prefix=share_prefix)
+        for plan in self._own_share(plans, chosen):
+            batch = batching.build_micro_batch(chosen, advantages, plan, pad_id=self.pad_id, device=self.device,
+                                               old_logprobs=old)
             output = self._micro_loss(batch)
             weight = updates.micro_weight(self.loss.aggregation, batch.mask, totals)
             (output.loss * weight).backward()
             token_share = float(batch.mask.sum()) / max(totals["tokens"], 1)
             updates.accumulate_stats(sums, output.stats, loss_weight=weight, token_share=token_share)
+        if self.distributed.enabled:
+            self.distributed.sum_gradients(self.parameters)
+            sums = updates.merge_stats(self.distributed.gather(sums))
         clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")  # 0: measured, not clipped
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, clip)
         self.optimizer.step()
@@ -164,6 +180,13 @@ class LoRATrainer:
         if moved:
             self.anchor.update(self.config.kl.ema_eta)  # type: ignore[union-attr]
         return sums, float(grad_norm), int(moved)
+
+    def _own_share(self, plans: list[batching.MicroBatchPlan], chosen: list[Trajectory]) -> list[batching.MicroBatchPlan]:
+        """The micro-batches this rank runs: all of them in one process, else its token-balanced share."""
+        ranks = self.distributed
+        if not ranks.enabled:
+            return plans
+        return [plans[i] for i in share([plan.cost(chosen) for plan in plans], ranks.world_size, ranks.rank)]
 
     def _anchor_due(self, unit: str, count: int) -> bool:
         """Whether the EMA anchor moves now: P counts `unit`s, and `count` of them are done."""
@@ -177,9 +200,11 @@ class LoRATrainer:
         self.model.eval()
         out = [list(t.logprobs) for t in chosen]
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
-        for batch in batching.micro_batches(chosen, [0.0] * len(chosen), self.config.micro_batch_size,
-                                            pad_id=self.pad_id, device=self.device,
-                                            share_prefix=self.config.share_prefix):
+        plans = batching.plan_micro_batches(chosen, self.config.micro_batch_size, share_prefix=self.config.share_prefix)
+        computed: dict[int, list[float]] = {}
+        for plan in self._own_share(plans, chosen):
+            batch = batching.build_micro_batch(chosen, [0.0] * len(chosen), plan, pad_id=self.pad_id,
+                                               device=self.device)
             with autocast:
                 hidden = batching.masked_hidden(self.model, batch)
             values = logits.token_logprobs(self.model, hidden, batch.targets[batch.mask],
@@ -192,7 +217,12 @@ class LoRATrainer:
                     raise AssertionError(f"row {i}: {count} policy targets in the batch, {len(positions)} in the mask")
                 for position, value in zip(positions, values[start : start + count]):
                     out[i][position] = value
+                computed[i] = out[i]
                 start += count
+        if self.distributed.enabled:  # each rank computed its share of the rows: every rank gets all
+            for part in self.distributed.gather(computed):
+                for i, row in part.items():
+                    out[i] = row
         return out
 
     def _micro_loss(self, batch: batching.MicroBatch) -> LossOutput:

@@ -81,6 +81,25 @@ def accumulate_stats(sums: dict[str, float], stats: dict[str, Tensor], *, loss_w
             sums[key] = sums.get(key, 0.0) + value * token_share
 
 
+def merge_stats(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One step's stats from those each rank accumulated over its share of the micro-batches
+    (`accumulate_stats`): extremes as extremes, everything else (already weighted) summed."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key not in out:
+                out[key] = value
+            elif key.endswith("_max"):
+                out[key] = max(out[key], value)
+            elif key.endswith("_min"):
+                out[key] = min(out[key], value)
+            else:
+                out[key] += value
+    return out
+
+
 def normalisers(trajectories: Sequence[Trajectory]) -> dict[str, int]:
     """Totals that token/sequence means divide by (targets are ids[1:])."""
     tokens = sum(sum(t.loss_mask[1:]) for t in trajectories)

@@ -24,6 +24,7 @@ from espl.evolution.selection import SelectionStrategy, make_strategy
 from espl.files.atomic import readable_directory
 from espl.run.context import TRAINER_CHECKPOINT, Observer, Policy, Run
 from espl.run.plan import RunPlan, operator_specs, plan_run
+from espl.run.ranks import Followers
 from espl.run.resume import RunDirError, open_run
 from espl.run.run_dir import CHECKPOINT, RunDir
 from espl.tracking import TrackerContext, open_trackers
@@ -32,16 +33,21 @@ if TYPE_CHECKING:
     from espl.config import RunConfig
     from espl.methods.protocol import Method
 
-__all__ = ["RunDirError", "build_evolver", "build_policy", "build_reflector", "build_run", "build_selection"]
+__all__ = ["RunDirError", "build_evolver", "build_policy", "build_reflector", "build_run", "build_selection",
+           "build_trainer"]
 
 ADAPTER_DIR = "adapters"
 
 
-def build_run(config: RunConfig, run_dir: RunDir, method: Method, *, observer: Observer | None = None) -> Run:
-    """Check the config, open `run_dir` (fresh or resumed), and build what `method` needs."""
+def build_run(
+    config: RunConfig, run_dir: RunDir, method: Method, *, observer: Observer | None = None,
+    followers: Followers | None = None,
+) -> Run:
+    """Check the config, open `run_dir` (fresh or resumed), and build what `method` needs;
+    under `torchrun`, `followers` are the other ranks, which train with this one."""
     plan = plan_run(config)
     state, resumed = open_run(run_dir)
-    policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)))
+    policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)), followers=followers)
     if resumed and policy.trainer is not None:
         _restore_trainer(policy, run_dir)
     tokenizer = policy.engine.tokenizer
@@ -66,38 +72,60 @@ def tracker_context(config: RunConfig, run_dir: RunDir, resumed_after: int | Non
 def _restore_trainer(policy: Policy, run_dir: RunDir) -> None:
     from espl.rl.checkpoint import CheckpointError, load_checkpoint
 
+    path = readable_directory(run_dir.file(CHECKPOINT)) / TRAINER_CHECKPOINT
     try:
-        load_checkpoint(policy.trainer, readable_directory(run_dir.file(CHECKPOINT)) / TRAINER_CHECKPOINT)
+        load_checkpoint(policy.trainer, path)
     except CheckpointError as error:
         raise RunDirError(str(error)) from None
+    if policy.followers is not None:
+        policy.followers.load(path)
     policy.after_update()
 
 
 # -- the policy --------------------------------------------------------------------------------
 
 
-def build_policy(plan: RunPlan, *, adapter_dir: str) -> Policy:
+def build_policy(plan: RunPlan, *, adapter_dir: str, followers: Followers | None = None) -> Policy:
     from agents.engines import make_engine
 
     spec = plan.engine
     if plan.trainer is None:
+        if followers is not None:  # nothing to train: the other ranks are not needed, they end now
+            followers.stop(0)
         return Policy(make_engine(spec.name, model=spec.model, **spec.kwargs))
-    from agents import models
-    from espl.rl.trainer import LoRATrainer
-
-    assert plan.precision is not None, "the plan refuses training on an engine that places itself remotely"
-    tokenizer = models.load_tokenizer(spec.model)
-    model = models.load_model(spec.model, dtype=plan.precision.dtype, device=plan.precision.device)
-    trainer = LoRATrainer(model, plan.trainer, pad_id=tokenizer.pad_token_id or 0, seed=plan.seed, publish_dir=adapter_dir)
+    trainer, tokenizer = build_trainer(plan, adapter_dir=adapter_dir, followers=followers)
     if spec.name == "hf":
         from agents.engines.hf import HFEngine
 
         engine = HFEngine(trainer.model, tokenizer=tokenizer)  # samples from the weights it trains
     else:
         engine = make_engine(spec.name, model=spec.model, **spec.kwargs)
-    built = Policy(engine, trainer)
+    built = Policy(engine, trainer, followers=followers)
     built.after_update()
     return built
+
+
+def build_trainer(
+    plan: RunPlan, *, adapter_dir: str | None, followers: Followers | None = None, distributed: Any = None,
+) -> tuple[Any, Any]:
+    """The LoRA trainer on the policy's model, and its tokenizer. Under `torchrun` rank 0
+    passes its `followers` (told to build theirs once this rank's model is loaded, so that a
+    failure before then never leaves them waiting in a collective) and the other ranks their
+    `distributed` context; each rank trains on its own GPU."""
+    from agents import models
+    from espl.rl.trainer import LoRATrainer
+
+    assert plan.precision is not None, "the plan refuses training on an engine that places itself remotely"
+    spec = plan.engine
+    distributed = followers.ranks if followers is not None else distributed
+    device = plan.precision.device if distributed is None else distributed.local_device(plan.precision.device)
+    tokenizer = models.load_tokenizer(spec.model)
+    model = models.load_model(spec.model, dtype=plan.precision.dtype, device=device)
+    if followers is not None:
+        followers.start(plan)
+    trainer = LoRATrainer(model, plan.trainer, pad_id=tokenizer.pad_token_id or 0, seed=plan.seed,
+                          publish_dir=adapter_dir, distributed=distributed)
+    return trainer, tokenizer
 
 
 def env_factory(plan: RunPlan, split: str, tokenizer: Any = None, *, training: bool = False) -> Callable[[], TextEnv]:

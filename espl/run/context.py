@@ -33,6 +33,7 @@ from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS,
 
 if TYPE_CHECKING:
     from espl.config import RunConfig
+    from espl.run.ranks import Followers
     from espl.tracking import TrackerFeed
 
 Observer = Callable[[dict[str, Any]], None]
@@ -67,6 +68,8 @@ class Policy:
     engine: Engine
     trainer: Any = None
     adapter: Adapter | None = None
+    followers: Followers | None = None
+    """Under `torchrun`: the other ranks, sent each batch to train on with this one."""
 
     def after_update(self) -> None:
         """Point sampling at the weights the trainer just produced (the engine says how)."""
@@ -81,6 +84,8 @@ class Policy:
         if sleeper is not None:
             sleeper.sleep()
         try:
+            if self.followers is not None:
+                self.followers.step(trajectories, group_keys)
             stats = self.trainer.step(trajectories, group_keys)
         finally:
             if sleeper is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from espl.config import RunConfig
 from espl.run.extension import extensions
+from espl.run.ranks import Followers
 from espl.run.run_dir import METRICS, RunDir
 from espl.run.learning_curve import LEARNING_CURVE, write_learning_curve
 from espl.run.summary import build_summary, write_summary
@@ -18,15 +19,17 @@ def run_training(
     *,
     observer: Callable[[dict[str, Any]], None] | None = None,
     status: Callable[[str], None] | None = None,
+    followers: Followers | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) in `run_dir` and return the summary written to `summary.json`."""
+    """Train (or resume) in `run_dir` and return the summary written to `summary.json`; under
+    `torchrun` this is rank 0's part, and `followers` are the ranks that train with it."""
     from espl.methods import get_method
     from espl.run.builder import build_run
 
     say = status or (lambda text: None)
     method = get_method(config.method)
     say("loading the model and the environment")
-    run = build_run(config, run_dir, method, observer=observer)
+    run = build_run(config, run_dir, method, observer=observer, followers=followers)
     say("running")
     try:
         result = method.run(run)
