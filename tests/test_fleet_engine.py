@@ -168,3 +168,40 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not within the time allowed"
         time.sleep(0.02)
+
+
+# -- the run plan and the on-policy check ---------------------------------------------------------
+
+
+def test_the_fleet_trains_where_the_openai_engine_may_not() -> None:
+    from espl.config import ConfigError, load_config
+    from espl.run.plan import plan_run
+
+    urls = '["http://127.0.0.1:8001", "http://127.0.0.1:8002"]'
+    sets = ["env.name=gsm8k", f"policy.base_urls={urls}", "policy.per_server_concurrency=3", "rl.keep_adapters=4"]
+    plan = plan_run(load_config("smoke", [*sets, "method=rl", "policy.engine=fleet"]))
+    assert plan.engine.name == "fleet" and plan.trainer is not None and plan.precision is not None
+    assert plan.engine.kwargs == {"base_urls": ["http://127.0.0.1:8001", "http://127.0.0.1:8002"],
+                                  "per_server_concurrency": 3, "keep_versions": 4}
+    with pytest.raises(ConfigError, match="openai engine cannot train"):
+        plan_run(load_config("smoke", [*sets[:2], "method=rl", "policy.engine=openai"]))
+    with pytest.raises(ConfigError, match="only read by the fleet engine"):
+        plan_run(load_config("smoke", [*sets[:3], "method=evolution", "policy.engine=openai"]))
+    with pytest.raises(ConfigError, match="needs at least one vLLM server"):
+        plan_run(load_config("smoke", ["env.name=gsm8k", "method=rl", "policy.engine=fleet"]))
+
+
+def test_a_step_refuses_turns_of_another_version_and_counts_the_current_share() -> None:
+    from agents.trajectory import Trajectory, TurnRecord
+    from espl.run.on_policy import StaleSamples, current_adapter_share
+
+    def sampled_with(*names: str | None) -> Trajectory:
+        trajectory = Trajectory("env", "task")
+        trajectory.turns = [TurnRecord(0, 1, 0, "stop", 0.0, adapter=name) for name in names]
+        return trajectory
+
+    live = Adapter(name="run-v2")
+    assert current_adapter_share([sampled_with("run-v2", "run-v2"), sampled_with("run-v2")], live) == 1.0
+    assert current_adapter_share([sampled_with(None)], live) is None, "an engine that does not say is not checked"
+    with pytest.raises(StaleSamples, match=r"1 of 3 turns were sampled with \['run-v1'\], not the current 'run-v2'"):
+        current_adapter_share([sampled_with("run-v2", "run-v1"), sampled_with("run-v2")], live)
