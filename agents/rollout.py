@@ -186,6 +186,7 @@ class RolloutDriver:
                         reward=float(reward),
                         info=_jsonable(info),
                         constrained=bool(completion.extra.get("constrained", False)),
+                        adapter=completion.extra.get("adapter"),
                     )
                 )
                 trajectory.append_env(env_ids)

@@ -33,6 +33,9 @@ class TurnRecord:
     constrained: bool = False
     """A constraint (the env's action format) shaped this turn's tokens. The logprobs are the
     unmasked policy's all the same, so a trainer's importance ratio stays about 1."""
+    adapter: str | None = None
+    """The adapter version the engine says it sampled this turn with (the `fleet` engine's
+    served model name); None where the engine does not say."""
 
 
 @dataclass

@@ -69,7 +69,7 @@ class VLLMSettings:
 class PolicyConfig:
     model: str = "smollm2-135m"
     engine: str = "hf"
-    """A registered engine: hf | vllm | openai (or a plugin's)."""
+    """A registered engine: hf | vllm | openai | fleet (or a plugin's)."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N: where the policy's (and the trainer's) model runs; auto is
     the GPU when torch sees one. A GPU that is not there is refused before anything loads."""
@@ -77,6 +77,9 @@ class PolicyConfig:
     """float32 | bfloat16 | float16 base weights, or auto: bfloat16 on a GPU and on a CPU with
     native bf16 units (amx_bf16, avx512_bf16), float32 on other CPUs (`agents.devices`)."""
     base_urls: list[str] = field(default_factory=list)
+    """The servers of the openai and fleet engines (``http://host:port``)."""
+    per_server_concurrency: int = 8
+    """The fleet engine: requests in flight per server before a group spills to the next one."""
     placement: Literal["system", "user"] = "system"
     """Where the principles go: the system role, or appended to the first user turn (the paper)."""
     temperature: float = 1.0

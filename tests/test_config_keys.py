@@ -39,6 +39,7 @@ ALTERNATIVES: dict[str, tuple[Any, dict[str, Any]]] = {
     "policy.device": (OTHER_DEVICE, {}),
     "policy.base_urls": (["http://127.0.0.1:9"], {"policy.engine": "openai", "method": "evolution",
                                                    "policy.base_urls": ["http://127.0.0.1:8"]}),
+    "policy.per_server_concurrency": (4, {"policy.engine": "fleet", "policy.base_urls": ["http://127.0.0.1:9"]}),
     "policy.placement": ("user", {}),
     "policy.top_p": (0.9, {}),
     "policy.vllm.tensor_parallel_size": (2, {"policy.engine": "vllm"}),

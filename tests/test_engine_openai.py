@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from threaded_server import ThreadedServer
+from vllm_servers import free_port, served
 
 from agents.chat import render_prompt_ids
 from agents.engine import Constraint, SamplingParams
@@ -329,12 +326,6 @@ def test_factory_builds_the_engine(server: ScriptedServer) -> None:
 # -- against vLLM's own server -----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`vllm serve` (the api_server module) on CPU on 127.0.0.1, killed at teardown."""
@@ -351,30 +342,9 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "float32", "--max-model-len", "2048", "--seed", "0", "--enforce-eager",
     ]  # fmt: skip
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm server exited with {process.returncode}:\n{Path(log).read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm server not healthy after 600 s:\n{Path(log).read_text()[-3000:]}")
-            time.sleep(1)
+    with served(command, url, log, env=env):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")

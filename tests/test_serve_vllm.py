@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from vllm_servers import free_port, served
 
 from espl.commands import serve_vllm
 
@@ -29,15 +26,37 @@ def _has_distribution(name: str) -> bool:
         return False
 
 
-def test_defaults_bind_loopback_and_serve_under_the_given_name() -> None:
+def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     serve_vllm.add_arguments(parser)
-    args = parser.parse_args(["--port", "9000", "--", "--max-model-len", "2048"])
-    argv = serve_vllm.vllm_argv(args, "/models/smollm2")
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_bind_loopback_and_serve_under_the_given_name() -> None:
+    args = _args("--port", "9000", "--model", "smollm2-135m", "--", "--max-model-len", "2048")
+    model, options = serve_vllm.run_options(args)
+    argv = serve_vllm.vllm_argv(args, model, "/models/smollm2", options)
     assert argv[:3] == ["vllm", "serve", "/models/smollm2"]
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "9000"
     assert argv[argv.index("--served-model-name") + 1] == "smollm2-135m"
     assert argv[-2:] == ["--max-model-len", "2048"]
+
+
+@pytest.mark.vllm
+def test_the_run_config_sets_model_context_and_lora_limits() -> None:
+    """A fleet member serves the run's policy: its model, its context and LoRA rank limit, with
+    adapters loadable at run time; the user's own options still come last, and win."""
+    pytest.importorskip("vllm")
+    args = _args("--set", "policy.model=tiny-random", "--set", "rl.lora.rank=12", "--set", "policy.max_total_tokens=6000",
+                 "--set", "rl.keep_adapters=4", "--", "--max-loras", "3")
+    model, options = serve_vllm.run_options(args)
+    argv = serve_vllm.vllm_argv(args, model, "/models/tiny", options)
+    assert model == "tiny-random" and argv[argv.index("--served-model-name") + 1] == "tiny-random"
+    assert "--enable-lora" in argv and argv[argv.index("--max-lora-rank") + 1] == "16"  # 12 rounded up to a vLLM rank
+    assert argv[argv.index("--max-model-len") + 1] == "6000" and argv[argv.index("--max-cpu-loras") + 1] == "4"
+    assert argv[-2:] == ["--max-loras", "3"]
+    plain = serve_vllm.run_options(_args("--no-lora"))[1]
+    assert "--enable-lora" not in plain and "--max-lora-rank" not in plain
 
 
 @pytest.mark.vllm
@@ -60,12 +79,6 @@ def test_the_version_lookup_answers_as_vllm_derives_it() -> None:
     assert listed == "0"  # listing every distribution is unchanged: the alias answers only by name
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_serve_vllm_answers_a_completion_and_stops(tmp_path: Path) -> None:
@@ -73,35 +86,14 @@ def test_serve_vllm_answers_a_completion_and_stops(tmp_path: Path) -> None:
     from agents.models import resolve
 
     resolve("smollm2-135m")  # the folder exists before the server's clock starts
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     command = [sys.executable, "-m", "espl.cli", "serve-vllm", "--model", "smollm2-135m", "--port", str(port),
                "--", "--max-model-len", "2048", "--dtype", "float32", "--enforce-eager"]
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve-vllm exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve-vllm not healthy after 600 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    with served(command, url, log, cwd=ROOT, timeout=600):
         body = {"model": "smollm2-135m", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
         reply = httpx.post(f"{url}/v1/completions", json=body, timeout=120).json()
         assert reply["model"] == "smollm2-135m" and reply["usage"]["completion_tokens"] > 0
         assert isinstance(reply["choices"][0]["text"], str)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
     assert "PackageNotFoundError" not in log.read_text()

@@ -15,11 +15,12 @@ import uvicorn
 
 
 class ThreadedServer:
-    """Serves `app` on a free loopback port from the moment it is built until `stop`."""
+    """Serves `app` on a free loopback port (or `port`) from the moment it is built until `stop`."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a server started again on its port
+        sock.bind(("127.0.0.1", port))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)

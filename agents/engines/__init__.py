@@ -16,6 +16,7 @@ _ENGINES: dict[str, str] = {
     "hf": "agents.engines.hf:HFEngine",
     "vllm": "agents.engines.vllm:VLLMEngine",
     "openai": "agents.engines.openai:OpenAIEngine",
+    "fleet": "agents.engines.fleet:FleetEngine",
 }
 
 

@@ -16,12 +16,10 @@ Two modes:
 
 A batch is one request per prompt (``n`` samples each), seeded from the call's seed and the
 prompt's position (`agents.engines.seeds`: N copies of one prompt give N different samples,
-reproducibly), sent from a thread pool of
-`max_concurrency` workers to the least-loaded base URL (ties in turn), so rollouts scale by
-adding vLLM servers. Each base URL keeps one pooled `httpx.Client`. Connection errors,
-timeouts, 429 and 5xx are retried `retries` times with exponential backoff (on the then
-least-loaded URL); anything still failing, or a 4xx, becomes `Completion.failed` for that
-prompt alone.
+reproducibly), sent from a thread pool of `max_concurrency` workers to the least-loaded base
+URL (ties in turn); one pooled `httpx.Client` per URL. Connection errors, timeouts, 429 and
+5xx are retried `retries` times with exponential backoff (on the then least-loaded URL);
+anything still failing, or a 4xx, becomes `Completion.failed` for that prompt alone.
 
 Structured generation (`params.constraint`): a vLLM server gets it as ``structured_outputs``
 (``guided_json`` / ``guided_regex`` / ``guided_grammar`` before vLLM 0.10.2, by its
@@ -180,12 +178,13 @@ class OpenAIEngine:
 
     # -- one prompt ------------------------------------------------------------------------
 
-    def _one(self, prompt: Prompt, params: SamplingParams, model: str, row: int) -> list[Completion]:
+    def _one(self, prompt: Prompt, params: SamplingParams, model: str, row: int, key: str | None = None) -> list[Completion]:
         try:
             path, body = self.request(prompt, params, model, row)
-            reply, url = self._post(path, body)
+            reply, url = self._post(path, body, key)
             completions = [self._completion(choice, params) for choice in _by_index(reply.get("choices", []))]
             _attach_usage(completions, reply.get("usage"))
+            self._served(completions, url, reply)
         except (ValueError, TypeError, KeyError, RequestFailed) as error:
             return [Completion.failed(str(error)) for _ in range(params.n)]
         if params.greedy and len(completions) == 1 and params.n > 1:  # the n greedy samples are one
@@ -281,7 +280,8 @@ class OpenAIEngine:
 
     # -- transport -------------------------------------------------------------------------
 
-    def _pick_url(self) -> str:
+    def _pick_url(self, key: str | None = None, tried: Sequence[str] = ()) -> str:
+        """The least-loaded base URL (`key`, `tried`: for engines that route otherwise)."""
         with self._lock:
             count = len(self.base_urls)
             order = [self.base_urls[(self._turn + i) % count] for i in range(count)]
@@ -325,22 +325,34 @@ class OpenAIEngine:
         with self._lock:
             self._in_flight[url] -= 1
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    # Hooks for engines that route by server (`agents.engines.fleet`): a reply's completions,
+    # a server that could not be reached, an error reply that blames the server, not the request.
+    def _served(self, completions: list[Completion], url: str, reply: Mapping[str, Any]) -> None: ...
+
+    def _unreachable(self, url: str) -> None: ...
+
+    def _retry_elsewhere(self, url: str, response: httpx.Response, body: Mapping[str, Any]) -> bool:
+        return False
+
+    def _post(self, path: str, body: dict[str, Any], key: str | None = None) -> tuple[dict[str, Any], str]:
         """POST with bounded retries; returns the JSON reply and the base URL that gave it, or
-        raises `RequestFailed`."""
+        raises `RequestFailed`. `key`: the request's routing key (see `_pick_url`)."""
         last = ""
+        tried: list[str] = []
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2))
-            url = self._pick_url()
+            url = self._pick_url(key, tried)
+            tried.append(url)
             try:
                 response = self._clients[url].post(path, json=self._for_server(url, body))
             except httpx.TransportError as error:
                 last = f"{url}{path}: {type(error).__name__}: {error}"
+                self._unreachable(url)
                 continue
             finally:
                 self._release(url)
-            if response.status_code in RETRY_STATUS:
+            if response.status_code in RETRY_STATUS or self._retry_elsewhere(url, response, body):
                 last = f"{url}{path}: HTTP {response.status_code}: {response.text[:300]}"
                 continue
             if response.status_code >= 400:

@@ -27,6 +27,7 @@ from espl.evolution.selection import choose_eval_prompt
 from espl.evolution.system_prompt import SystemPrompt
 from espl.files.atomic import staged_directory
 from espl.run.budget import Budget
+from espl.run.on_policy import CURRENT_SHARE, current_adapter_share
 from espl.run.evaluation import evaluate
 from espl.run.phases import Phase, phase_seed
 from espl.run.run_dir import CHECKPOINT, LOOP_STATE, METRICS, PROMPTS, ROLLOUTS, RunDir
@@ -80,6 +81,7 @@ class Policy:
         """One trainer step on the trajectories, then the engine takes the new adapter. An
         engine built to sleep gives its GPU memory to the trainer for the step and takes it
         back after (even when the step fails), before the new adapter is handed over."""
+        current = current_adapter_share(trajectories, self.adapter)  # raises if a turn was stale
         sleeper = self.engine if isinstance(self.engine, Sleeper) and self.engine.can_sleep else None
         if sleeper is not None:
             sleeper.sleep()
@@ -90,6 +92,8 @@ class Policy:
         finally:
             if sleeper is not None:
                 sleeper.wake()
+        if current is not None:
+            stats[CURRENT_SHARE] = current
         self.after_update()
         return stats
 

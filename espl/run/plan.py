@@ -18,9 +18,10 @@ from typing import Any
 from agents.devices import DeviceError, Precision, resolve_precision
 from agents.engine import SamplingParams
 from agents.rollout import RolloutConfig
-from espl.config import ConfigError, RunConfig
+from espl.config import ConfigError, PolicyConfig, RunConfig
 from espl.rl.settings import KLSettings, TrainerConfig
 from espl.run.env_plan import partial_credit, plan_env
+from espl.run.fleet_plan import fleet_engine_kwargs
 from espl.run.vllm_plan import refuse_vllm_settings, vllm_engine_kwargs
 
 
@@ -173,8 +174,13 @@ def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision |
     policy = config.policy
     if policy.engine not in list_engines():
         raise ConfigError(f"policy.engine: unknown engine {policy.engine!r}; known: {', '.join(list_engines())}")
-    if policy.base_urls and policy.engine != "openai":
-        raise ConfigError(f"policy.base_urls is only read by the openai engine (policy.engine is {policy.engine!r})")
+    if policy.base_urls and policy.engine not in ("openai", "fleet"):
+        raise ConfigError(f"policy.base_urls is only read by the openai and fleet engines (policy.engine is {policy.engine!r})")
+    if policy.per_server_concurrency != PolicyConfig.per_server_concurrency and policy.engine != "fleet":
+        raise ConfigError(f"policy.per_server_concurrency is only read by the fleet engine (policy.engine is {policy.engine!r})")
+    if policy.engine == "fleet":
+        spec = EngineSpec("fleet", policy.model, fleet_engine_kwargs(config, trains=trains))
+        return spec, policy_precision(config) if trains else None
     if policy.engine == "openai":
         refuse_vllm_settings(config)
         if trains:
