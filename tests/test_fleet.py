@@ -25,7 +25,11 @@ from agents.engines.fleet import ADAPTER, SERVER, FleetEngine
 from agents.engines.openai import OpenAIEngine
 from agents.models import load_tokenizer
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.extended]
+"""Extended tier: four vLLM servers of the 135M model come and go (two, a killed one's restart, a
+cold one), too long for the default tier on 2 cores; the routing, the adapter sync and the fault
+handling run in the default tier against scripted servers (`test_fleet_routing.py`,
+`test_fleet_engine.py`)."""
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 
 
