@@ -20,8 +20,8 @@ from golden_runs import ENVS, FIXES, METHODS, differences, load_record, run_scen
 def _tier(env: str, method: str) -> object:
     """Every method on `arithmetic` and `coin` in the default tier; on `hotpotqa` (a real local
     retrieval server, multi-turn episodes) only `espl`, whose run exercises the policy, trainer and
-    evolution parts the other methods reuse (`gepa` on hotpotqa also runs in test_gepa_e2e);
-    the other methods' hotpotqa records are replayed in the extended tier."""
+    evolution parts the other methods reuse; the other methods' hotpotqa records are replayed
+    in the extended tier."""
     if env != "hotpotqa":
         return ()
     return pytest.mark.slow if method == "espl" else pytest.mark.extended
