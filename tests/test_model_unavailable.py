@@ -44,3 +44,18 @@ def test_eval_with_an_unreachable_hub_id_prints_one_line() -> None:
     assert "Traceback" not in output
     (line,) = [line for line in output.splitlines() if line.startswith("error:")]
     assert f"could not load the tokenizer of {HUB_ID!r}" in line and "no model hub is reachable" in line
+
+
+def test_a_run_whose_model_never_loaded_leaves_its_out_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from espl.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    command = ["run", "--env", "gsm8k", "--method", "base", "--preset", "smoke", "--model", HUB_ID, "--quiet",
+               "--out", str(out)]
+    assert main(command) == 2
+    assert not out.exists()  # made by the command, and nothing else was in it
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(command) == 2  # not refused as "already holds a run": the model is what failed again
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -184,6 +184,7 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
             console.print(f"[red]error:[/red] {run_dir.path} already holds a run ({taken}); continue it with "
                           f"--resume {run_dir.path}, or choose another --out", highlight=False, soft_wrap=True)
             return 2
+        fresh_dir = not run_dir.path.exists()
         run_dir.create().write_json(CONFIG, config.to_dict())
     elif extension is not None:
         from espl.run.extension import apply_extension
@@ -198,12 +199,25 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
                                    followers=followers)
     except (RunDirError, ModelUnavailable) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        if isinstance(error, ModelUnavailable) and args.resume is None:
+            forget_unstarted_run(run_dir.path, fresh_dir)
         return 2
     progress.print_summary(summary, run_dir.path)
     return 0
 
 
 RUN_FILES = ("config.json", "metrics.jsonl", "rollouts.jsonl", "prompts.jsonl", "summary.json", "checkpoint")
+
+
+def forget_unstarted_run(path: Path, fresh_dir: bool) -> None:
+    """Take back the `config.json` of a run whose model never loaded, so that the same `--out`
+    can be used again once the model is there. Only what this command wrote goes: the config,
+    and the directory if this command made it and nothing else is in it."""
+    if existing_run(path) != "config.json":
+        return  # the run got further than its config: keep it
+    (path / "config.json").unlink()
+    if fresh_dir and not any(path.iterdir()):
+        path.rmdir()
 
 
 def existing_run(path: Path) -> str:
