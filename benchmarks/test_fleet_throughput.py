@@ -36,7 +36,7 @@ from benchmarks.peers import require
 from benchmarks.workers.runtime import scale
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' server helpers
-from fleet_servers import MODEL, AdapterVersions, TwoServers  # noqa: E402
+from fleet_servers import MODEL, AdapterVersions, TwoServers, two_servers  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -59,15 +59,8 @@ CPU_BLOCK_SIZE = 128
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoServers]:
     require("vllm")
-    from agents.models import resolve
-
-    resolve(MODEL)
-    fleet = TwoServers(tmp_path_factory.mktemp("fleet-bench"))
-    try:
-        fleet.start_all()
+    with two_servers(tmp_path_factory.mktemp("fleet-bench")) as fleet:
         yield fleet
-    finally:
-        fleet.stop_all()
 
 
 @pytest.fixture(scope="module")

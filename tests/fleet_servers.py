@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,21 @@ class TwoServers:
     def stop_all(self) -> None:
         for i in range(len(self.ports)):
             self.stop(i)
+
+
+@contextmanager
+def two_servers(directory: Path) -> Iterator[TwoServers]:
+    """Both servers started, and stopped however the block ends. The model folder is built
+    first, so that its conversion does not count against the servers' start-up wait."""
+    from agents.models import resolve
+
+    resolve(MODEL)
+    fleet = TwoServers(directory)
+    try:
+        fleet.start_all()
+        yield fleet
+    finally:
+        fleet.stop_all()
 
 
 class AdapterVersions:

@@ -5,17 +5,14 @@ any other override are refused, and an equal N says there is nothing to do."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from espl.cli import main
 from espl.files.atomic import readable_directory
-from tests.test_loop import _run_cli, _stable
+from tests.test_loop import _run_cli, _stable, kill_after_iteration
 
 COMMON = ["--env", "gsm8k", "--method", "espl", "--preset", "smoke", "--model", "tiny-random", "--quiet",
           "--set", "problems_per_iteration=3"]
@@ -123,15 +120,7 @@ def test_a_killed_run_extends_as_it_resumes(straight_and_extended: tuple[Path, P
     killed = tmp_path / "killed"
     victim = _run_cli([*COMMON, "--iterations", "2", "--out", str(killed)])
     metrics = killed / "metrics.jsonl"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:  # iteration 1 on disk: kill in iteration 2
-        if metrics.exists() and any(r["iteration"] == 1 for r in lines(metrics)):
-            break
-        if victim.poll() is not None:
-            pytest.fail("the run ended before it could be killed")
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_after_iteration(victim, metrics, 1)  # killed in iteration 2
     assert 2 not in [r["iteration"] for r in lines(metrics)] and not (killed / "summary.json").exists()
     checkpointed = json.loads((readable_directory(killed / "checkpoint") / "loop.json").read_text())["iteration"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fleet_servers import MODEL, AdapterVersions, TwoServers, ids, token_prompts
+from fleet_servers import MODEL, AdapterVersions, TwoServers, ids, token_prompts, two_servers
 from vllm_servers import kill
 
 from agents.engine import SamplingParams
@@ -36,15 +36,8 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoServers]:
     pytest.importorskip("vllm")
-    from agents.models import resolve
-
-    resolve(MODEL)  # built before the servers' clocks start
-    fleet = TwoServers(tmp_path_factory.mktemp("fleet-servers"))
-    try:
-        fleet.start_all()
+    with two_servers(tmp_path_factory.mktemp("fleet-servers")) as fleet:
         yield fleet
-    finally:
-        fleet.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,19 @@ def _run_cli(args: list[str]) -> subprocess.Popen:
     )
 
 
+def kill_after_iteration(victim: subprocess.Popen, metrics: Path, iteration: int) -> None:
+    """SIGKILL the run `victim` as soon as `iteration` is in its `metrics` (so during the next)."""
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if metrics.exists() and any(json.loads(l)["iteration"] == iteration for l in metrics.read_text().splitlines() if l.strip()):
+            break
+        if victim.poll() is not None:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     common = [
@@ -101,15 +114,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
     killed_dir = tmp_path / "killed"
     victim = _run_cli([*common, "--out", str(killed_dir)])
     metrics = killed_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:  # wait until iteration 1 is on disk, then kill mid-iteration 2
-        if metrics.exists() and any(json.loads(l)["iteration"] == 1 for l in metrics.read_text().splitlines() if l):
-            break
-        if victim.poll() is not None:
-            pytest.fail("the run ended before it could be killed")
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_after_iteration(victim, metrics, 1)
     completed = [json.loads(l)["iteration"] for l in metrics.read_text().splitlines() if l.strip()]
     assert 1 in completed and 3 not in completed
 
