@@ -47,6 +47,8 @@ def test_rows_aggregate_seeds_and_sort_by_env_then_accuracy(suite_runs: Path) ->
     assert espl.wall_s.mean == pytest.approx(11.0) and espl.wall_s.se == pytest.approx(1 / math.sqrt(3))
     assert espl.budget["reflector_tokens"].mean == 350 and espl.budget["reflector_tokens"].se == 0
     assert rows[2].final_accuracy.se == 0.0  # two equal seeds
+    # the evolving runs logged a mutation and a crossover child each; rl and base logged only the seed
+    assert espl.budget["children"].mean == 2 and rows[2].budget["children"].mean == 0
     assert rows[0].final_accuracy.se is None and rows[0].pass_at["pass@1"] is None
     assert espl.hardware == ("CPU x2",) and espl.git_commits == ("0123456789-dirty",)
 

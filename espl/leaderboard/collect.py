@@ -81,6 +81,16 @@ class RunRecord:
         records += [self.summary.get("final"), self.summary.get("best")]
         return tuple(sorted({size for record in records if (size := EvalSize.of(record)) is not None}))
 
+    @property
+    def children(self) -> int:
+        """Prompts the run's operators created (every prompt in its prompt log but the seeds):
+        a mutating method whose runs made none evaluated its seed prompt, which a reader
+        must be able to see beside its accuracy."""
+        if not self.has_prompt_log:
+            return 0
+        return sum(prompt.get("operator") != "seed" for record in RunDir(self.path).read(PROMPTS)
+                   for prompt in record.get("new_prompts", ()))
+
     def curve(self, metric: str) -> list[tuple[int, float]]:
         """(iteration, value) pairs: `accuracy`, `pass@k` (test evals) or `train_reward`."""
         points: list[tuple[int, float]] = []

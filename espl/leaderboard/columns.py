@@ -77,6 +77,9 @@ def display_columns(board: Leaderboard) -> list[Column]:
                note="calls to the reflector LLM per run (mutation, crossover, GEPA's reflection)"),
         Column("reflector tokens", lambda r: count(r.budget["reflector_tokens"]), numeric=True,
                note="the reflector's prompt plus completion tokens per run"),
+        Column("children", lambda r: count(r.budget["children"]), numeric=True,
+               note="prompts created per run by the method's operators (mutation, crossover, the candidates GEPA accepted), "
+                    "the seed prompts not counted; a prompt-evolving row with 0 evaluated its seed prompt"),
         Column("wall time (s)", lambda r: seconds(r.wall_s), numeric=True, note="wall-clock seconds per run"),
         Column("hardware", lambda r: "; ".join(r.hardware) + " / torch " + ", ".join(r.torch),
                note="the machine (its GPU, or its CPU cores rather than the threads a run used) and the torch version"),

@@ -12,7 +12,8 @@ from espl.leaderboard.collect import EvalSize, RunRecord
 from espl.leaderboard.configs import ConfigWarning, config_warnings
 from espl.leaderboard.stats import Estimate, estimate
 
-BUDGET_FIELDS = ("train_rollouts", "train_generated_tokens", "total_generated_tokens", "reflector_calls", "reflector_tokens")
+BUDGET_FIELDS = ("train_rollouts", "train_generated_tokens", "total_generated_tokens", "reflector_calls", "reflector_tokens",
+                 "children")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def _estimate(runs: Sequence[RunRecord], block: str, metric: str) -> Estimate | 
 
 def _budget_value(run: RunRecord, name: str) -> float:
     budget = run.summary.get("budget") or {}
+    if name == "children":
+        return float(run.children)
     if name == "reflector_tokens":
         return float(budget.get("reflector_prompt_tokens", 0)) + float(budget.get("reflector_completion_tokens", 0))
     return float(budget.get(name, 0))
