@@ -100,4 +100,6 @@ def test_a_run_with_evolution_beside_the_step_records_what_the_sequential_run_do
     assert all(not m["train"].get("skipped") for m in metrics[1:]), "the trainer stepped in both iterations"
     assert any(m["evolution"].get("mutation", {}).get("child") for m in metrics[1:]), "the reflector made a child"
     assert metrics[-1]["budget"]["reflector_calls"] > 0
+    pinned = [m["eval"]["evaluated_adapter"] for m in metrics]
+    assert [p["version"] for p in pinned] == [0, 1, 2] and {p["sampled_share"] for p in pinned} == {1.0}
     assert {kind for _, kind in member.completions_log} == {"policy", "reflector"}
