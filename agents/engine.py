@@ -9,12 +9,15 @@ What differs between engines is part of the protocol, so no caller tests an engi
 how an engine takes the adapter a trainer just updated (`adapter_from`: a reference to the
 live in-process weights, or a published folder), and forgetting conversations kept for a
 next turn once every episode of a batch has ended (`release_turns`). An engine that can give
-its accelerator memory back while a trainer on the same device steps says so (`Sleeper`).
+its accelerator memory back while a trainer on the same device steps says so (`Sleeper`). An
+engine whose servers take each request on its own (remote HTTP engines) says so too
+(`RequestEngine`): a caller may then send one prompt at a time and not wait for a batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -175,4 +178,22 @@ class Sleeper(Protocol):
 
     def wake(self) -> None:
         """Take the memory back; generation works again."""
+        ...
+
+
+@runtime_checkable
+class RequestEngine(Protocol):
+    """An engine that serves every prompt as a request of its own (servers batch on their side),
+    so one prompt can be sent the moment it is ready: the rollout driver sends an episode's next
+    turn as soon as its own previous reply is in, instead of waiting for a whole turn's batch.
+
+    `submit(prompt, params, adapter, row=i)` is prompt `i` of `generate(prompts, params,
+    adapter)`: the same request, seeded from `(params.seed, row)`, so a result depends on the
+    row a caller names, never on what else is in flight or on the order replies come back."""
+
+    def submit(
+        self, prompt: Prompt, params: SamplingParams, adapter: Adapter | None = None, *, row: int = 0
+    ) -> Future[list[Completion]]:
+        """Send one prompt now; the future holds its `params.n` completions (failed ones rather
+        than an exception when the request fails)."""
         ...

@@ -71,8 +71,9 @@ without them is not a difference."""
 RENAMED_SINCE_RECORDING = {"n_samples": "episodes"}
 """Evaluation keys renamed after the records were made (`n_samples` counted episodes, not
 samples per task): the record's value is compared under the new name."""
-ADDED_KEYS_SINCE_RECORDING = frozenset({"samples_per_task"})
-"""Evaluation keys added beside a renamed one, wherever an evaluation is recorded."""
+ADDED_KEYS_SINCE_RECORDING = frozenset({"samples_per_task", "evaluated_adapter"})
+"""Evaluation keys added after the records were made, wherever an evaluation is recorded: one
+beside a renamed one, and the adapter version an evaluation pinned (information, not behaviour)."""
 
 
 # -- the coin env and the scripted reflector -------------------------------------------------

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import httpx
@@ -96,22 +97,35 @@ class FleetEngine(OpenAIEngine):
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, adapter: Adapter | None = None
     ) -> list[list[Completion]]:
-        """As `OpenAIEngine.generate`, each prompt routed by its conversation's key."""
+        """As `OpenAIEngine.generate`, each prompt routed by its conversation's key (all keys
+        taken before any request is sent, so no reply of this call moves another's key)."""
+        keys = [self.keys.key_for(prompt) for prompt in prompts]
+        futures = [self._submit(prompt, params, adapter, row, key) for row, (prompt, key) in enumerate(zip(prompts, keys))]
+        return [future.result() for future in futures]
+
+    def submit(
+        self, prompt: Prompt, params: SamplingParams, adapter: Adapter | None = None, *, row: int = 0
+    ) -> Future[list[Completion]]:
+        """Prompt `row` of a call, sent now, to the server of its conversation's key."""
+        return self._submit(prompt, params, adapter, row, self.keys.key_for(prompt))
+
+    def _submit(
+        self, prompt: Prompt, params: SamplingParams, adapter: Adapter | None, row: int, key: str
+    ) -> Future[list[Completion]]:
         if params.n < 1 or params.max_tokens < 1:
             raise ValueError("n and max_tokens must be at least 1")
         model = adapter.name if adapter is not None else self.model
-        keys = [self.keys.key_for(prompt) for prompt in prompts]
-        futures = [
-            self._pool.submit(self._one, prompt, params, model, row, key)
-            for row, (prompt, key) in enumerate(zip(prompts, keys))
-        ]
-        results = [future.result() for future in futures]
-        for prompt, key, completions in zip(prompts, keys, results):
-            if prompt and all(isinstance(t, int) for t in prompt):
-                for completion in completions:
-                    if completion.ok:
-                        self.keys.remember([*prompt, *completion.token_ids], key)  # type: ignore[list-item]
-        return results
+        return self._pool.submit(self._one_remembered, prompt, params, model, row, key)
+
+    def _one_remembered(self, prompt: Prompt, params: SamplingParams, model: str, row: int, key: str) -> list[Completion]:
+        """One request; each sampled continuation is remembered under `key` before the reply is
+        handed back, so the episode's next turn, sent after it, finds the same server."""
+        completions = self._one(prompt, params, model, row, key)
+        if prompt and all(isinstance(t, int) for t in prompt):
+            for completion in completions:
+                if completion.ok:
+                    self.keys.remember([*prompt, *completion.token_ids], key)  # type: ignore[list-item]
+        return completions
 
     def release_turns(self) -> None:
         """Every episode has ended: its sequences no longer need to find their server."""

@@ -20,6 +20,8 @@ reproducibly), sent from a thread pool of `max_concurrency` workers to the least
 URL (ties in turn); one pooled `httpx.Client` per URL. Connection errors, timeouts, 429 and
 5xx are retried `retries` times with exponential backoff (on the then least-loaded URL);
 anything still failing, or a 4xx, becomes `Completion.failed` for that prompt alone.
+`submit` sends one prompt of such a call on its own, seeded by the row its caller names
+(`agents.engine.RequestEngine`: a rollout advances each episode as soon as its reply is in).
 
 Structured generation (`params.constraint`): a vLLM server gets it as ``structured_outputs``
 (``guided_json`` / ``guided_regex`` / ``guided_grammar`` before vLLM 0.10.2, by its
@@ -39,13 +41,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
 from agents.chat import render_prompt_ids
 from agents.engine import Adapter, AdapterSource, Completion, FinishReason, Prompt, SamplingParams
+from agents.engines.openai_wire import (
+    Mode,
+    attach_usage,
+    by_index,
+    is_conversation,
+    sampled_logprobs,
+    token_prompt_ids,
+)
 from agents.engines.seeds import request_seed
 from agents.engines.structured import (
     CONSTRAINED,
@@ -59,7 +69,6 @@ from agents.engines.structured import (
 )
 from agents.models import load_tokenizer
 
-Mode = Literal["completions", "chat"]
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 VLLM_FIELDS = frozenset(
     {"return_token_ids", "include_stop_str_in_output", "skip_special_tokens", "structured_outputs", "prompt_logprobs"}
@@ -170,11 +179,16 @@ class OpenAIEngine:
 
         `adapter`, when given, is served by name: the request's model becomes the adapter's
         name (how vLLM's server exposes a LoRA loaded with ``--lora-modules``)."""
-        if params.n < 1 or params.max_tokens < 1:
-            raise ValueError("n and max_tokens must be at least 1")
-        model = adapter.name if adapter is not None else self.model
-        futures = [self._pool.submit(self._one, prompt, params, model, row) for row, prompt in enumerate(prompts)]
+        futures = [self.submit(prompt, params, adapter, row=row) for row, prompt in enumerate(prompts)]
         return [future.result() for future in futures]
+
+    def submit(
+        self, prompt: Prompt, params: SamplingParams, adapter: Adapter | None = None, *, row: int = 0
+    ) -> Future[list[Completion]]:
+        """Prompt `row` of a `generate` call, sent now (`agents.engine.RequestEngine`)."""
+        _check(params)
+        model = adapter.name if adapter is not None else self.model
+        return self._pool.submit(self._one, prompt, params, model, row)
 
     # -- one prompt ------------------------------------------------------------------------
 
@@ -182,8 +196,8 @@ class OpenAIEngine:
         try:
             path, body = self.request(prompt, params, model, row)
             reply, url = self._post(path, body, key)
-            completions = [self._completion(choice, params) for choice in _by_index(reply.get("choices", []))]
-            _attach_usage(completions, reply.get("usage"))
+            completions = [self._completion(choice, params) for choice in by_index(reply.get("choices", []))]
+            attach_usage(completions, reply.get("usage"))
             self._served(completions, url, reply)
         except (ValueError, TypeError, KeyError, RequestFailed) as error:
             return [Completion.failed(str(error)) for _ in range(params.n)]
@@ -232,7 +246,7 @@ class OpenAIEngine:
 
     def request(self, prompt: Prompt, params: SamplingParams, model: str, row: int = 0) -> tuple[str, dict[str, Any]]:
         """The endpoint path and JSON body for the prompt at position `row` of a call."""
-        is_chat = _is_conversation(prompt)
+        is_chat = is_conversation(prompt)
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": params.max_tokens,
@@ -255,7 +269,7 @@ class OpenAIEngine:
             if params.logprobs:
                 body["logprobs"] = True
             return "/chat/completions", body
-        body["prompt"] = render_prompt_ids(self.tokenizer, prompt) if is_chat else _token_ids(prompt)  # type: ignore[arg-type]
+        body["prompt"] = render_prompt_ids(self.tokenizer, prompt) if is_chat else token_prompt_ids(prompt)  # type: ignore[arg-type]
         if params.logprobs:
             body["logprobs"] = 0
         return "/completions", body
@@ -266,7 +280,7 @@ class OpenAIEngine:
             return Completion.failed(f"server finished with {finish!r}")
         reason: FinishReason = finish
         token_ids = [int(t) for t in choice.get("token_ids") or []]
-        logprobs = _sampled_logprobs(choice.get("logprobs"), self.mode) if params.logprobs else []
+        logprobs = sampled_logprobs(choice.get("logprobs"), self.mode) if params.logprobs else []
         if self.mode == "chat":
             text = (choice.get("message") or {}).get("content") or ""
         else:
@@ -364,37 +378,6 @@ class OpenAIEngine:
         raise RequestFailed(f"gave up after {self.retries + 1} attempts; last: {last}")
 
 
-def _attach_usage(completions: list[Completion], usage: Any) -> None:
-    """The server's token counts on a one-choice reply (what a server that returns no token
-    ids says it generated; the reflector's budget counts it)."""
-    if len(completions) != 1 or not isinstance(usage, Mapping):
-        return
-    for key in ("prompt_tokens", "completion_tokens"):
-        value = usage.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            completions[0].extra[key] = value
-
-
-def _is_conversation(prompt: Prompt) -> bool:
-    if not isinstance(prompt, Sequence) or isinstance(prompt, (str, bytes)) or not prompt:
-        raise ValueError("a prompt is a non-empty list of token ids or of chat messages")
-    return all(isinstance(item, Mapping) for item in prompt)
-
-
-def _token_ids(prompt: Sequence[Any]) -> list[int]:
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        raise ValueError("a prompt mixes token ids and messages, or holds other items")
-    return [int(t) for t in prompt]
-
-
-def _by_index(choices: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return sorted(choices, key=lambda choice: choice.get("index", 0))
-
-
-def _sampled_logprobs(logprobs: Mapping[str, Any] | None, mode: Mode) -> list[float]:
-    """Each sampled token's logprob from a completions or chat `logprobs` object."""
-    if not logprobs:
-        return []
-    if mode == "chat":
-        return [float(entry["logprob"]) for entry in logprobs.get("content") or []]
-    return [float(value) for value in logprobs.get("token_logprobs") or [] if value is not None]
+def _check(params: SamplingParams) -> None:
+    if params.n < 1 or params.max_tokens < 1:
+        raise ValueError("n and max_tokens must be at least 1")

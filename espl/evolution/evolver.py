@@ -75,8 +75,8 @@ class Evolver:
         self.ratings = ratings
         """None: an unrated population (no matches, unrated children)."""
         self.concurrent = concurrent
-        """Whether evolution may overlap the weight update (the reflector does not share the
-        policy's model)."""
+        """Whether evolution may overlap the weight update (the reflector shares nothing that
+        computes with the trainer: `espl.run.builder.reflector_overlaps_update`)."""
         self.duplicate_scores = duplicate_scores
         """How a prompt in several slots is scored for the match and the operators (`scores.py`)."""
         self.children_order = list(children_order)

@@ -2,8 +2,10 @@
 
 `espl`, `rl`, `evolution`, `reflect` and `base` are each a `ComposedMethod` that says which
 parts it has (`compose`); the shared `IterationLoop` draws the problems, runs the rollouts and
-hands each batch to `learn`, which steps whichever parts exist. When the reflector does not
-share the policy's model, evolution runs concurrently with the weight update.
+hands each batch to `learn`, which steps whichever parts exist. Where the reflector shares
+nothing that computes with the trainer (its own engine, or remote servers such as the fleet:
+`espl.run.builder.reflector_overlaps_update`), evolution runs concurrently with the weight
+update, with the same result as in sequence.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from espl.methods.protocol import Method
 
 __all__ = ["RunDirError", "build_evolver", "build_policy", "build_reflector", "build_run", "build_selection",
-           "build_trainer"]
+           "build_trainer", "reflector_overlaps_update"]
 
 ADAPTER_DIR = "adapters"
 
@@ -166,6 +166,23 @@ def reflector_for(plan: RunPlan, policy: Policy) -> Any:
     return Reflector(engine, plan.reflector_sampling, adapter=None, structured=plan.reflector_structured)
 
 
+def reflector_overlaps_update(plan: RunPlan, reflector_engine: Any, policy_engine: Any) -> bool:
+    """Whether an iteration's evolution may run while the trainer steps (`Evolver.concurrent`).
+
+    Evolution draws from its own seeds (the reflector's, from the run seed and the iteration)
+    and touches neither the trainer's weights nor its RNG, so running it beside the step gives
+    exactly the sequential result wherever the two share nothing that computes. That holds for
+    a reflector on remote servers (`RequestEngine`: the `openai` engine, or the `fleet` the
+    policy samples on, asked with the adapter off while the trainer's update is published under
+    a new name), and for a reflector engine of its own. It does not hold for the policy's own
+    in-process engine: `hf` samples from the very peft model the trainer updates, and `vllm`
+    may sleep to give the trainer its memory.
+    """
+    from agents.engine import RequestEngine
+
+    return plan.reflector is not None or (reflector_engine is policy_engine and isinstance(policy_engine, RequestEngine))
+
+
 def build_selection(plan: RunPlan) -> SelectionStrategy:
     name, options = plan.selection
     return make_strategy(name, **options)
@@ -176,8 +193,9 @@ def build_evolver(run: Run, population: Population, *, rated: bool, operators: S
     plan = run.plan
     specs = plan.operators if operators is None else operator_specs(run.config, operators)
     scheduled = [ScheduledOperator(make_operator(s.name, **s.options), s.probability) for s in specs]
+    reflector = build_reflector(run)
     return Evolver(
-        population, build_reflector(run), scheduled, ratings=run.ratings if rated else None,
-        concurrent=plan.reflector is not None,  # a reflector of its own may overlap the update
+        population, reflector, scheduled, ratings=run.ratings if rated else None,
+        concurrent=reflector_overlaps_update(plan, reflector.engine, run.policy.engine),
         children_order=plan.evolver["children_order"], duplicate_scores=plan.evolver["duplicate_scores"],
     )

@@ -204,12 +204,15 @@ class Run(RunRecords):
         self.record_rollouts(trajectories, iteration, "train")
         return trajectories
 
-    def evaluate(self, prompt: SystemPrompt, iteration: int) -> dict[str, Any]:
-        """The test split under `prompt` with the current weights; recorded and returned."""
+    def evaluate(self, prompt: SystemPrompt, iteration: int, adapter: Adapter | None = None) -> dict[str, Any]:
+        """The test split under `prompt` with `adapter` (default: the policy's current one, taken
+        once as evaluation starts, so a version published meanwhile is not what is evaluated);
+        recorded and returned."""
         started = time.perf_counter()
+        pinned = adapter if adapter is not None else self.policy.adapter
         result = evaluate(
             self.eval_driver, self.test_tasks, n_samples=self.config.eval_samples, system_prompt=prompt.text,
-            prompt_id=prompt.id, adapter=self.policy.adapter, seed=self.seed(iteration, Phase.EVAL),
+            prompt_id=prompt.id, adapter=pinned, seed=self.seed(iteration, Phase.EVAL),
         )
         self.record_rollouts(result.trajectories, iteration, "eval")
         metrics = {"iteration": iteration, "prompt_id": prompt.id, **result.metrics, "eval_s": time.perf_counter() - started}

@@ -1,4 +1,10 @@
-"""Evaluate a policy on tasks: k samples per task through the rollout driver."""
+"""Evaluate a policy on tasks: k samples per task through the rollout driver.
+
+The adapter is pinned: every request of an evaluation names the version it was started with,
+even when the trainer publishes a newer one meanwhile (a fleet keeps the last versions
+loaded), and the metrics say which version that was (`EVALUATED_ADAPTER`) and what share of
+the turns the servers report having sampled with it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,12 @@ from agents.rollout import Episode, RolloutDriver
 from agents.trajectory import Trajectory
 from envs.base import Task
 from espl.run.metrics import summarize
+from espl.run.on_policy import adapter_share
+
+EVALUATED_ADAPTER = "evaluated_adapter"
+"""The metrics key: the evaluated adapter's `name` and `version` (None: base weights) and
+`sampled_share`, the share of turns whose server says it sampled with that name (None: the
+engine does not say, as in-process engines)."""
 
 
 @dataclass
@@ -32,7 +44,8 @@ def evaluate(
     ks: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Run `n_samples` episodes per task, in batches, and compute accuracy and pass@k.
+    """Run `n_samples` episodes per task, in batches, all with `adapter`, and compute accuracy
+    and pass@k.
 
     `progress` receives the number of finished episodes each time one ends, so a bar moves
     per episode (a multi-turn batch can take minutes) rather than per batch.
@@ -51,4 +64,10 @@ def evaluate(
         batch = episodes[start : start + batch_size]
         trajectories += driver.run(batch, adapter, seed=seed + start, on_episode=one_more)
     ks = ks or sorted({1, n_samples})
-    return EvalResult(summarize(trajectories, ks), trajectories)
+    metrics = summarize(trajectories, ks)
+    metrics[EVALUATED_ADAPTER] = {
+        "name": adapter.name if adapter is not None else None,
+        "version": adapter.version if adapter is not None else None,
+        "sampled_share": adapter_share(trajectories, adapter),
+    }
+    return EvalResult(metrics, trajectories)

@@ -4,7 +4,8 @@ Between two updates every rollout samples with the adapter the engine took after
 one, so in this loop a trajectory sampled with any other version means that version never
 reached a server, or a server answered with an older one: the step would be silently
 off-policy. Engines that say which version served each turn (the `fleet` engine) are checked;
-others record nothing and are not.
+others record nothing and are not. Evaluation records the same share for the version it
+pinned (`adapter_share`), without stopping the run.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ class StaleSamples(RuntimeError):
     """A trajectory of a synchronous step was sampled with another adapter version."""
 
 
-def current_adapter_share(trajectories: Sequence[Trajectory], adapter: Adapter | None) -> float | None:
-    """The share of turns that name `adapter` as their sampler (None: no turn names one).
-    Raises `StaleSamples` if any names another version."""
+def adapter_share(trajectories: Sequence[Trajectory], adapter: Adapter | None) -> float | None:
+    """The share of turns that name `adapter` as their sampler (None: no turn names one)."""
     named = [turn.adapter for trajectory in trajectories for turn in trajectory.turns if turn.adapter is not None]
     if not named:
         return None
     expected = adapter.name if adapter is not None else None
+    return sum(name == expected for name in named) / len(named)
+
+
+def current_adapter_share(trajectories: Sequence[Trajectory], adapter: Adapter | None) -> float | None:
+    """`adapter_share`, raising `StaleSamples` if any turn names another version."""
+    share = adapter_share(trajectories, adapter)
+    if share is None or share == 1.0:
+        return share
+    expected = adapter.name if adapter is not None else None
+    named = [turn.adapter for trajectory in trajectories for turn in trajectory.turns if turn.adapter is not None]
     stale = sorted({name for name in named if name != expected})
-    if stale:
-        count = sum(name != expected for name in named)
-        raise StaleSamples(f"{count} of {len(named)} turns were sampled with {stale}, not the current {expected!r}")
-    return 1.0
+    count = sum(name != expected for name in named)
+    raise StaleSamples(f"{count} of {len(named)} turns were sampled with {stale}, not the current {expected!r}")
