@@ -82,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as error:  # --address auto with no cluster, or an address nobody answers at
+        print(f"error: no Ray cluster at {args.address!r}: {error}", file=sys.stderr)
+        return 2
     try:
         cpu_only = args.cpu or not ray.cluster_resources().get("GPU", 0)
         if cpu_only and not args.cpu:
