@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         layout = make_layout(args, server, retriever, cpu_only)
         log_dir = args.log_dir or Path("runs") / "launch" / time.strftime("%Y%m%d-%H%M%S")
         print(f"placing {len(layout.parts)} parts ({layout.strategy}): {layout.bundles()}; logs in {log_dir}")
-        report = launch(layout, trainer, log_dir=log_dir, cwd=os.getcwd(),
+        report = launch(layout, trainer, log_dir=log_dir, cwd=os.getcwd(), stream=sys.stdout,
                         timeouts=Timeouts(placement=args.placement_timeout, health=args.health_timeout))
     except (LaunchError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

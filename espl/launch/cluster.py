@@ -12,7 +12,6 @@ and nothing else, then releasing the actors and the placement group. Every wait 
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from espl.launch.logs import LogPump
-from espl.launch.parts import TRAINER, Layout, LaunchError, Part, TrainerCommand
+from espl.launch.parts import RETRIEVER, TRAINER, Layout, LaunchError, Part, TrainerCommand
 
 INTERRUPTED = 130
 """The exit code of a launch stopped by Ctrl-C (as a shell reports SIGINT)."""
@@ -52,10 +51,11 @@ class LaunchReport:
 
 def launch(
     layout: Layout, trainer_command: TrainerCommand, *, log_dir: Path, cwd: str | None = None,
-    timeouts: Timeouts = Timeouts(), stream: IO[str] | None = sys.stdout, say: Callable[[str], None] = print,
+    timeouts: Timeouts = Timeouts(), stream: IO[str] | None = None, say: Callable[[str], None] = print,
 ) -> LaunchReport:
     """Run `layout` to the trainer's end; the report's `exit_code` is the trainer's (1 with an
-    `error` when the launch failed, 130 on Ctrl-C)."""
+    `error` when the launch failed, 130 on Ctrl-C). The trainer's output goes to `stream` too
+    (None: only to its log); `say` tells where each part is and when it is ready."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def _run_trainer(layout: Layout, trainer_command: TrainerCommand, actors: dict[s
     """Start the trainer with the servers' addresses and follow it to its end."""
     trainer = layout.trainer
     urls = [report.started[part.name]["url"] for part in layout.servers]
-    retriever = next((info["url"] for name, info in report.started.items() if name == "retriever"), None)
+    retriever = next((report.started[part.name]["url"] for part in layout.parts if part.role == RETRIEVER), None)
     command = trainer_command(urls, retriever)
     trainer_part = Part(trainer.name, trainer.role, trainer.gpus, trainer.cpus, tuple(command), None, trainer.env)
     info = _get(_start(actors[trainer.name], trainer_part, cwd, "loopback"), timeouts.call, "starting the trainer")

@@ -25,6 +25,8 @@ import urllib.request
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Health checks go straight to the part, whatever proxy the environment names."""
 
 
 def free_port(host: str) -> int:
@@ -58,7 +60,8 @@ class ProcessHost:
         there. `cwd` where it exists on this node (else the actor's own); `threads`: its OpenMP
         threads (the CPUs reserved)."""
         host = LOOPBACK if bind == "loopback" else self.node_ip
-        port = free_port(host)
+        listens = any("{port}" in arg for arg in command)
+        port = free_port(host) if listens else None
         fill = {"{python}": sys.executable, "{host}": host, "{port}": str(port)}
         argv = [_filled(arg, fill) for arg in command]
         environment = {**os.environ, "OMP_NUM_THREADS": str(max(threads, 1)), **env,
@@ -67,7 +70,7 @@ class ProcessHost:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             env=environment, cwd=cwd if cwd and os.path.isdir(cwd) else None,
                                             start_new_session=True)
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://{host}:{port}" if listens else None
         return {"pid": self.process.pid, "url": self.url, "command": argv,
                 "cuda_visible_devices": environment["CUDA_VISIBLE_DEVICES"]}
 
@@ -82,7 +85,7 @@ class ProcessHost:
                 return {"ok": False, "error": f"{self.name} exited with code {code} before {path} answered; "
                                               f"end of its log:\n{self.tail()}"}
             try:
-                with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                with NO_PROXY.open(self.url + path, timeout=5) as response:
                     if response.status == 200:
                         return {"ok": True, "seconds": round(time.monotonic() - started, 1)}
             except (urllib.error.URLError, OSError):
