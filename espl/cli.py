@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("espl.commands.export", "write a run's LoRA adapter (peft, or merged) and system prompt for serving"),
     "prompts": ("espl.commands.prompts", "show a run's prompt population, ratings and the best prompt's lineage"),
     "serve-vllm": ("espl.commands.serve_vllm", "serve a model with vLLM's OpenAI-compatible server (127.0.0.1)"),
+    "launch": ("espl.commands.launch", "place a run's vLLM fleet, trainer and retrieval server on a Ray cluster (extra `ray`)"),
 }
 
 

@@ -20,6 +20,7 @@ suite changed since it ran.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import json
@@ -194,13 +195,31 @@ def _fill_missing(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
     return merged
 
 
-REPORTING_ONLY = ("report_to",)
-"""Settings that say where a run is reported, not what it does: a change to them leaves a run
-finished (not stale), and a partial run takes the new value when it resumes."""
+REPORTING_ONLY = ("report_to", "policy.base_urls")
+"""Settings that say where a run is reported, or where the servers it samples on listen, not
+what it does: a change to them leaves a run finished (not stale), and a partial run takes the
+new value when it resumes (a fleet started again has new addresses; it serves the same
+`policy.model`, which does count)."""
 
 
 def _results_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key not in REPORTING_ONLY}
+    out = dict(config)
+    for dotted in REPORTING_ONLY:
+        *sections, key = dotted.split(".")
+        node = out
+        for section in sections:
+            if not isinstance(node.get(section), Mapping):
+                break
+            node[section] = node = dict(node[section])
+        else:
+            node.pop(key, None)
+    return out
+
+
+def on_fleet(suite: Suite, base_urls: Sequence[str]) -> Suite:
+    """The suite with every run sampling on these servers (`policy.base_urls`): runs that
+    share one fleet, each loading its adapters under its own names (`adapter_prefix`)."""
+    return dataclasses.replace(suite, overrides=_merge(dict(suite.overrides), {"policy": {"base_urls": list(base_urls)}}))
 
 
 def run_status(spec: RunSpec) -> RunStatus:

@@ -77,6 +77,8 @@ RULES = [
     ("espl.run", ("espl.commands", "espl.cli", "espl.leaderboard"), "the harness does not import the face"),
     ("espl.methods", ("espl.commands", "espl.cli", "espl.leaderboard"), "methods do not import the face"),
     ("espl.gepa", ("espl.commands", "espl.cli", "espl.leaderboard"), "methods do not import the face"),
+    ("espl.launch", ("espl.commands", "espl.cli", "espl.leaderboard", "espl.run", "espl.rl", "espl.evolution",
+                     "espl.methods", "agents"), "the launcher starts the command line's processes; it imports none of it"),
     ("espl.tracking", ("espl.run", "espl.methods", "espl.gepa", "espl.rl", "espl.config", "espl.commands", "espl.cli",
                        "espl.leaderboard"), "trackers only mirror the records they are fed"),
 ]

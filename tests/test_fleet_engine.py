@@ -205,3 +205,41 @@ def test_a_step_refuses_turns_of_another_version_and_counts_the_current_share() 
     assert current_adapter_share([sampled_with(None)], live) is None, "an engine that does not say is not checked"
     with pytest.raises(StaleSamples, match=r"1 of 3 turns were sampled with \['run-v1'\], not the current 'run-v2'"):
         current_adapter_share([sampled_with("run-v2", "run-v1"), sampled_with("run-v2")], live)
+
+
+@pytest.mark.slow
+def test_the_runs_of_a_suite_on_one_fleet_load_and_unload_only_their_own_names(tmp_path: Path) -> None:
+    """Each run's versions are `<run directory>-<tag>-v<k>` (`adapter_prefix`): the runs of a
+    suite sharing servers, and a run started again in the same directory, never share a name."""
+    from espl.run.builder import adapter_prefix, build_policy
+    from espl.run.plan import plan_run
+    from espl.run.run_dir import RunDir
+    from espl.suite import expand, on_fleet, parse_suite
+
+    server = VLLMLike()
+    suite = parse_suite({"name": "shared", "preset": "smoke", "envs": ["gsm8k"], "methods": ["rl"], "seeds": [0, 1],
+                         "overrides": {"policy.engine": "fleet", "policy.model": BASE, "rl.keep_adapters": 1}})
+    specs = expand(on_fleet(suite, [server.url]), tmp_path)
+    policies = []
+    try:
+        def start(spec):
+            policy = build_policy(plan_run(spec.config), adapter_dir=str(spec.run_dir / "adapters"),
+                                  run_name=adapter_prefix(RunDir(spec.run_dir)))  # loads its v1
+            policies.append(policy)
+            return policy
+
+        first, second = start(specs[0]), start(specs[1])
+        first.after_update(), second.after_update()  # each loads its v2 and unloads its v1
+        again = start(specs[0])  # the first run's directory, started again: its count restarts
+        loads = [name for kind, name in server.log if kind == "load"]
+        unloads = [name for kind, name in server.log if kind == "unload"]
+        assert len(loads) == len(set(loads)) == 5, loads
+        by_run = [[name for name in loads if name.startswith(spec.label + "-")] for spec in specs]
+        assert [len(names) for names in by_run] == [3, 2], loads
+        assert by_run[0][0].endswith("-v1") and by_run[0][2].endswith("-v1"), "a fresh count, under a new tag"
+        assert sorted(unloads) == sorted([by_run[0][0], by_run[1][0]]), "each run unloads only its own old version"
+        assert {again.adapter.name, second.adapter.name} <= server.models, "the live versions stay loaded"
+    finally:
+        for policy in policies:
+            policy.engine.close()
+        server.served.stop()

@@ -44,7 +44,7 @@ def planned(tmp_path: Path, *targets: str, gpu: bool) -> list[str]:
 def test_a_machine_with_an_nvidia_gpu_installs_the_cuda_builds(tmp_path: Path) -> None:
     lines = planned(tmp_path, "setup", gpu=True)
     text = "\n".join(lines)
-    assert any('-e ".[vllm-cuda,pyserini,dense,gepa,tracking,dev]"' in line for line in lines), text
+    assert any('-e ".[vllm-cuda,pyserini,dense,gepa,tracking,ray,dev]"' in line for line in lines), text
     assert "torch==2.13.0" not in text, "the CPU wheel's own install line is the CPU path's"
     assert ".[vllm," not in text and "uninstall" not in text, "vLLM's CUDA build needs triton and torchvision"
     check = next(line for line in lines if "torch.cuda.is_available()" in line)
@@ -57,7 +57,7 @@ def test_a_machine_without_a_gpu_installs_the_cpu_builds(tmp_path: Path) -> None
     text = "\n".join(lines)
     installs = [line for line in lines if "pip install" in line]
     assert installs[1].endswith("pip install -q torch==2.13.0"), "the CPU wheel goes in before anything can pull torch"
-    assert any('-e ".[vllm,pyserini,dense,gepa,tracking,dev]"' in line for line in installs), text
+    assert any('-e ".[vllm,pyserini,dense,gepa,tracking,ray,dev]"' in line for line in installs), text
     assert "uninstall -q -y torchvision torchaudio torchcodec triton" in text
     assert "vllm-cuda" not in text and "torch.cuda" not in text
 

@@ -11,7 +11,8 @@ import pytest
 from espl.cli import main
 from espl.commands.compare import move_aside
 from espl.suite import (
-    RunStatus, SuiteError, config_diff, expand, load_suite, parse_suite, plan, run_status, with_new_defaults,
+    RunStatus, SuiteError, config_diff, expand, load_suite, on_fleet, parse_suite, plan, run_status,
+    with_new_defaults,
 )
 
 SUITES = Path(__file__).resolve().parent.parent / "espl" / "suites"
@@ -167,6 +168,18 @@ def test_where_a_run_is_reported_leaves_it_finished(tmp_path: Path) -> None:
     assert spec.config.report_to == ["tensorboard"] and run_status(spec) is RunStatus.FINISHED
     longer = parse_suite(_suite(overrides={**_suite()["overrides"], "report_to": ["tensorboard"], "iterations": 2}))
     assert run_status(expand(longer, tmp_path)[0]) is RunStatus.STALE
+
+
+def test_where_the_fleet_listens_leaves_a_run_finished_and_what_it_serves_does_not(tmp_path: Path) -> None:
+    fleet = _suite(overrides={**_suite()["overrides"], "policy.engine": "fleet"})
+    first = on_fleet(parse_suite(fleet), ["http://10.0.0.1:8001"])
+    spec = expand(first, tmp_path)[0]
+    _finish(spec)
+    moved = expand(on_fleet(parse_suite(fleet), ["http://10.0.0.7:9001", "http://10.0.0.8:9001"]), tmp_path)[0]
+    assert moved.config.policy.base_urls == ["http://10.0.0.7:9001", "http://10.0.0.8:9001"]
+    assert run_status(moved) is RunStatus.FINISHED
+    other_model = parse_suite(_suite(overrides={**fleet["overrides"], "policy.model": "smollm2-135m"}))
+    assert run_status(expand(on_fleet(other_model, ["http://10.0.0.7:9001"]), tmp_path)[0]) is RunStatus.STALE
 
 
 def test_compare_dry_run_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

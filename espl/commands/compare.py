@@ -4,10 +4,16 @@
     espl-bench compare --suite math-cpu --dry-run                         # show what would run
     espl-bench compare --suite math-cpu --jobs 2                          # two runs at a time
     espl-bench compare --suite math-cpu --report-to tensorboard           # each run it makes is tracked
+    espl-bench compare --suite my-fleet-suite --jobs 4 --base-urls http://127.0.0.1:8001,http://127.0.0.1:8002
 
 Finished runs are skipped and half-finished ones resume from their checkpoint, so the command
 can be stopped and started again at will; on a finished suite it runs nothing and rewrites
 identical leaderboard files (`leaderboards/<suite>.md|.csv|.html` and `leaderboards/<suite>/`).
+
+`--base-urls` puts every run of a suite whose `policy.engine` is `fleet` on the same servers;
+each run names its adapter versions after its own directory (`espl.run.builder.adapter_prefix`),
+so runs sharing a fleet never load, use or unload each other's versions. The addresses are
+not part of what a run did: a fleet started again elsewhere leaves finished runs finished.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no live progress bar")
     parser.add_argument("--report-to", dest="report_to", metavar="NAMES",
                         help="experiment trackers for the runs it makes, comma-separated (see `espl-bench run --help`)")
+    parser.add_argument("--base-urls", dest="base_urls", metavar="URLS",
+                        help="the vLLM servers every run shares, comma-separated (policy.base_urls; the suite's "
+                             "policy.engine must be fleet). `espl-bench launch --suite` starts them and passes this")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from espl.config import ConfigError, preset_names
     from espl.run.plan import plan_run
-    from espl.suite import RunStatus, SuiteError, load_suite, plan
+    from espl.suite import RunStatus, SuiteError, load_suite, on_fleet, plan
 
     console = Console()
     if args.jobs < 1:
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         suite = load_suite(args.suite)
+        if args.base_urls:
+            suite = on_fleet(suite, [url.strip() for url in args.base_urls.split(",") if url.strip()])
         planned = plan(suite, args.root)
         for item in planned:  # every run's config is checked before any of them starts
             plan_run(item.spec.config)

@@ -10,6 +10,7 @@ checks the config before any model loads.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from espl.evolution.population import Population
 from espl.evolution.selection import SelectionStrategy, make_strategy
 from espl.files.atomic import readable_directory
 from espl.run.context import TRAINER_CHECKPOINT, Observer, Policy, Run
-from espl.run.plan import RunPlan, operator_specs, plan_run
+from espl.run.plan import EngineSpec, RunPlan, operator_specs, plan_run
 from espl.run.ranks import Followers
 from espl.run.resume import RunDirError, open_run
 from espl.run.run_dir import CHECKPOINT, RunDir
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
     from espl.config import RunConfig
     from espl.methods.protocol import Method
 
-__all__ = ["RunDirError", "build_evolver", "build_policy", "build_reflector", "build_run", "build_selection",
-           "build_trainer", "reflector_overlaps_update"]
+__all__ = ["RunDirError", "adapter_prefix", "build_evolver", "build_policy", "build_reflector", "build_run",
+           "build_selection", "build_trainer", "reflector_overlaps_update"]
 
 ADAPTER_DIR = "adapters"
 
@@ -47,7 +48,8 @@ def build_run(
     under `torchrun`, `followers` are the other ranks, which train with this one."""
     plan = plan_run(config)
     state, resumed = open_run(run_dir)
-    policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)), followers=followers)
+    policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)), followers=followers,
+                          run_name=adapter_prefix(run_dir))
     if resumed and policy.trainer is not None:
         _restore_trainer(policy, run_dir)
     tokenizer = policy.engine.tokenizer
@@ -85,10 +87,25 @@ def _restore_trainer(policy: Policy, run_dir: RunDir) -> None:
 # -- the policy --------------------------------------------------------------------------------
 
 
-def build_policy(plan: RunPlan, *, adapter_dir: str, followers: Followers | None = None) -> Policy:
+def adapter_prefix(run_dir: RunDir) -> str:
+    """What the fleet's adapter names begin with (`<prefix>-v<k>`): the run directory's name,
+    so a server's log says which run loaded what (in a suite, `<env>--<method>--seed<k>`,
+    unique among its runs), then a random tag, because names must never repeat on servers
+    that outlive a run: a resumed run, or a run of the same name in another suite, counts
+    from v1 again."""
+    return f"{run_dir.path.resolve().name}-{secrets.token_hex(3)}"
+
+
+def build_policy(
+    plan: RunPlan, *, adapter_dir: str, followers: Followers | None = None, run_name: str | None = None,
+) -> Policy:
+    """The policy's engine and, when the method trains, its trainer; `run_name` prefixes the
+    adapter versions a fleet loads on its servers (None: a random prefix)."""
     from agents.engines import make_engine
 
     spec = plan.engine
+    if spec.name == "fleet" and run_name is not None:
+        spec = EngineSpec(spec.name, spec.model, {**spec.kwargs, "run_name": run_name})
     if plan.trainer is None:
         if followers is not None:  # nothing to train: the other ranks are not needed, they end now
             followers.stop(0)
