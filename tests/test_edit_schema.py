@@ -56,7 +56,7 @@ def test_every_constrained_reply_parses_in_full(
     engine: HFEngine, rules: EditRules, min_edits: int, max_edits: int | None
 ) -> None:
     constraint = edit_list_constraint(rules, min_edits=min_edits, max_edits=max_edits)
-    params = SamplingParams(temperature=1.0, max_tokens=400, n=6, seed=5, constraint=constraint)
+    params = SamplingParams(temperature=1.0, max_tokens=400, n=3, seed=5, constraint=constraint)
     (completions,) = engine.generate([PROMPT], params)
     pattern = re.compile(principle_pattern(rules.max_words)[1:-1])
     for completion in completions:
@@ -70,7 +70,7 @@ def test_every_constrained_reply_parses_in_full(
 
 def test_reason_first_reply_is_text_then_a_fenced_list(engine: HFEngine) -> None:
     constraint = edit_list_constraint(CRITIQUE, reason_first=True)
-    params = SamplingParams(temperature=1.0, max_tokens=1200, n=3, seed=6, constraint=constraint)
+    params = SamplingParams(temperature=1.0, max_tokens=1200, n=2, seed=6, constraint=constraint)
     (completions,) = engine.generate([PROMPT], params)
     for completion in completions:
         assert completion.ok and completion.finish_reason == "stop", completion.text

@@ -12,12 +12,8 @@ import pytest
 
 from espl.cli import main
 from espl.files.atomic import readable_directory
+from smoke_runs import SMOKE_ESPL as COMMON
 from tests.test_loop import _run_cli, _stable, kill_after_iteration
-
-COMMON = ["--env", "gsm8k", "--method", "espl", "--preset", "smoke", "--model", "tiny-random", "--quiet",
-          "--set", "problems_per_iteration=3"]
-"""The smoke preset evaluates every iteration (eval_every = 1), so a 2-iteration run evaluates
-nothing a 3-iteration run would not (see `espl.run.extension` for when it does)."""
 
 
 def lines(path: Path) -> list[dict]:
@@ -25,13 +21,13 @@ def lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def straight_and_extended(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def straight_and_extended(straight_espl_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The session's straight 3-iteration run, a 2-iteration run, and a copy of it extended to 3."""
     root = tmp_path_factory.mktemp("extend")
-    assert main(["run", *COMMON, "--iterations", "3", "--out", str(root / "straight")]) == 0
     assert main(["run", *COMMON, "--iterations", "2", "--out", str(root / "short")]) == 0
     shutil.copytree(root / "short", root / "extended")
     assert main(["run", "--resume", str(root / "extended"), "--iterations", "3", "--quiet"]) == 0
-    return root / "straight", root / "short", root / "extended"
+    return straight_espl_run, root / "short", root / "extended"
 
 
 @pytest.mark.slow
@@ -114,7 +110,8 @@ def test_other_overrides_on_resume_stay_refused(tmp_path: Path, capsys: pytest.C
     assert json.loads((run_dir / "config.json").read_text())["iterations"] == 1  # a dry run writes nothing
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # its parts run in the default tier: the SIGKILL and resume in tests/test_loop.py
+# (test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run), the extension in the first test above
 def test_a_killed_run_extends_as_it_resumes(straight_and_extended: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """A 2-iteration run killed in iteration 2, extended to 3, equals the straight 3-iteration run."""
     killed = tmp_path / "killed"

@@ -17,6 +17,7 @@ from espl.methods import method_names
 from espl.evolution.prompt_log import load_prompt_log
 from espl.run.run_dir import RunDir
 from espl.run.train import run_training
+from smoke_runs import SMOKE_ESPL, STRAIGHT_ITERATIONS
 
 VOLATILE = {"timings", "wall_s", "eval_s", "update_s"}
 
@@ -69,7 +70,9 @@ same parts and run in the extended tier."""
 
 @pytest.mark.parametrize("method", EMBEDDED_TIERS)
 def test_one_iteration_with_the_embedded_model_as_policy_and_reflector(method: str, tmp_path: Path) -> None:
-    config = _config(method, model="smollm2-135m", **{"policy.max_tokens": 48, "evolution.reflector.max_tokens": 48})
+    # A short answer and one evaluation problem: the run needs the real model end to end, not long replies.
+    config = _config(method, model="smollm2-135m", eval_limit=1,
+                     **{"policy.max_tokens": 16, "evolution.reflector.max_tokens": 48})
     summary = run_training(config, RunDir(tmp_path / method))
     assert summary["model"] == "smollm2-135m"
     assert summary["budget"]["eval_generated_tokens"] > 0
@@ -103,29 +106,24 @@ def kill_after_iteration(victim: subprocess.Popen, metrics: Path, iteration: int
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    common = [
-        "--env", "gsm8k", "--method", "espl", "--preset", "smoke", "--model", "tiny-random", "--quiet",
-        "--iterations", "3", "--set", "eval_every=3", "--set", "problems_per_iteration=3",
-    ]
-    straight = _run_cli([*common, "--out", str(tmp_path / "straight")])
-    assert straight.wait(timeout=900) == 0, straight.stderr.read() if straight.stderr else ""
-
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(straight_espl_run: Path, tmp_path: Path) -> None:
+    """Killed in iteration 2 and resumed by a new process: the records are the uninterrupted
+    run's (`straight_espl_run`, the same settings, made once per session)."""
     killed_dir = tmp_path / "killed"
-    victim = _run_cli([*common, "--out", str(killed_dir)])
+    victim = _run_cli([*SMOKE_ESPL, "--iterations", str(STRAIGHT_ITERATIONS), "--out", str(killed_dir)])
     metrics = killed_dir / "metrics.jsonl"
     kill_after_iteration(victim, metrics, 1)
     completed = [json.loads(l)["iteration"] for l in metrics.read_text().splitlines() if l.strip()]
-    assert 1 in completed and 3 not in completed
+    assert 1 in completed and STRAIGHT_ITERATIONS not in completed
 
     resumed = _run_cli(["--resume", str(killed_dir), "--quiet"])
     assert resumed.wait(timeout=900) == 0, resumed.stderr.read() if resumed.stderr else ""
 
-    a = [_stable(json.loads(l)) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    a = [_stable(json.loads(l)) for l in (straight_espl_run / "metrics.jsonl").read_text().splitlines()]
     b = [_stable(json.loads(l)) for l in metrics.read_text().splitlines()]
     assert [r["iteration"] for r in b] == [0, 1, 2, 3]
     assert a == b
-    rollouts_a = (tmp_path / "straight" / "rollouts.jsonl").read_text().splitlines()
+    rollouts_a = (straight_espl_run / "rollouts.jsonl").read_text().splitlines()
     rollouts_b = (killed_dir / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts_a) == len(rollouts_b)
     assert [json.loads(l)["token_ids"] for l in rollouts_a] == [json.loads(l)["token_ids"] for l in rollouts_b]
