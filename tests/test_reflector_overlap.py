@@ -26,7 +26,7 @@ from espl.run.train import run_training
 
 MODEL = "tiny-random"
 VOLATILE = {"timings", "wall_s", "eval_s", "update_s", "created_at"}
-RUN_NAME = re.compile(r"policy-[0-9a-f]{8}-v")
+RUN_NAME = re.compile(r"(overlap|sequential)-[0-9a-f]{6}-v")  # `<run dir>-<random tag>-v<k>`
 """A fleet names each run's adapter versions under a random run name; runs compare without it."""
 
 
