@@ -22,7 +22,7 @@ from espl.config import ConfigError, PolicyConfig, RunConfig
 from espl.rl.settings import KLSettings, TrainerConfig
 from espl.run.env_plan import partial_credit, plan_env
 from espl.run.fleet_plan import fleet_engine_kwargs
-from espl.run.vllm_plan import refuse_vllm_settings, vllm_engine_kwargs
+from espl.run.vllm_plan import reflector_vllm_kwargs, refuse_vllm_settings, vllm_engine_kwargs
 
 
 @dataclass(frozen=True)
@@ -347,8 +347,25 @@ def _reflector(config: RunConfig) -> EngineSpec | None:
         raise ConfigError(f"evolution.reflector.engine: unknown engine {reflector.engine!r}; known: policy, {', '.join(list_engines())}")
     if reflector.base_urls and reflector.engine != "openai":
         raise ConfigError(f"evolution.reflector.base_urls is only read by the openai engine")
-    kwargs = {"base_urls": list(reflector.base_urls), "mode": reflector.api} if reflector.engine == "openai" else {}
-    return EngineSpec(reflector.engine, reflector.model, kwargs)
+    return EngineSpec(reflector.engine, reflector.model, _reflector_engine_kwargs(config))
+
+
+def _reflector_engine_kwargs(config: RunConfig) -> dict[str, Any]:
+    """A reflector engine of its own runs where the policy does: an in-process one takes the
+    policy's device and dtype (and, for vLLM, its `policy.vllm` placement), so a GPU run does
+    not reflect on the CPU in float32."""
+    reflector = config.evolution.reflector
+    if reflector.engine == "openai":
+        return {"base_urls": list(reflector.base_urls), "mode": reflector.api}
+    if reflector.engine not in ("hf", "vllm"):
+        return {}
+    precision = policy_precision(config)
+    if reflector.engine == "hf":
+        return {"dtype": precision.dtype, "device": precision.device}
+    from espl.methods import get_method
+
+    trains = get_method(config.method).trains_weights
+    return {"dtype": precision.dtype, "seed": config.seed, **reflector_vllm_kwargs(config, trains=trains)}
 
 
 def reflector_sampling(config: RunConfig) -> SamplingParams:

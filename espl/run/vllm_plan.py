@@ -43,6 +43,23 @@ def vllm_engine_kwargs(config: RunConfig, *, trains: bool, gpu_shared: bool) -> 
     return kwargs
 
 
+def reflector_vllm_kwargs(config: RunConfig, *, trains: bool) -> dict[str, Any]:
+    """`VLLMEngine` keyword arguments (besides dtype and seed) for a reflector on a vLLM engine
+    of its own: the policy's placement (`policy.vllm` tensor parallelism and eager mode) and a
+    GPU share that leaves room for whatever else this process holds (a trainer, an in-process
+    policy engine). No LoRA: the reflector samples the base model. Its context stays the
+    engine's default rather than the policy's episode budget, since a reflection prompt
+    quotes several whole episodes."""
+    settings = config.policy.vllm
+    shared = trains or config.policy.engine in ("hf", "vllm")
+    return {
+        "tensor_parallel_size": max(settings.tensor_parallel_size, 1),
+        "gpu_memory_utilization": _gpu_memory_utilization(settings, shared),
+        "enforce_eager": settings.enforce_eager,
+        "enable_lora": False,
+    }
+
+
 def refuse_vllm_settings(config: RunConfig) -> None:
     """With another engine, any `policy.vllm` key off its default would be silently ignored."""
     defaults = VLLMSettings()
