@@ -9,15 +9,23 @@ from pathlib import Path
 from typing import Any
 
 
+GENERATED_PATHS = ("leaderboards",)
+"""Tracked files the harness itself rewrites (`compare` writes the leaderboards): a change there
+is output, not code, and does not make the commit `-dirty`."""
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The commit of the code that ran (with `-dirty` when the tree has changes)."""
+    """The commit of the code that ran (with `-dirty` when a tracked file other than the
+    harness's own output has changes)."""
     root = Path(cwd or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+             *(f":(top,exclude){path}" for path in GENERATED_PATHS)],
+            cwd=root, capture_output=True, text=True, timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
