@@ -64,23 +64,29 @@ def test_one_iteration_of_each_method_writes_a_complete_run_dir(method: str, tmp
 EMBEDDED_TIERS = [
     pytest.param(m, marks=pytest.mark.slow if m == "espl" else pytest.mark.extended) for m in method_names()
 ]
-"""`espl` (policy, trainer and reflector all exercised) runs in CI; the other methods reuse the
+"""`espl` (the embedded model as policy and as reflector) runs in CI; the other methods reuse the
 same parts and run in the extended tier."""
 
 
 @pytest.mark.parametrize("method", EMBEDDED_TIERS)
 def test_one_iteration_with_the_embedded_model_as_policy_and_reflector(method: str, tmp_path: Path) -> None:
     # A short answer and one evaluation problem: the run needs the real model end to end, not long replies.
+    # Reflecting on failures when no problem is mixed, so the reflector runs whatever the rewards.
     config = _config(method, model="smollm2-135m", eval_limit=1,
-                     **{"policy.max_tokens": 16, "evolution.reflector.max_tokens": 48})
+                     **{"policy.max_tokens": 16, "evolution.reflector.max_tokens": 48,
+                        "evolution.reflect_on_failures": True})
     summary = run_training(config, RunDir(tmp_path / method))
     assert summary["model"] == "smollm2-135m"
     assert summary["budget"]["eval_generated_tokens"] > 0
-    if method in ("espl", "evolution"):
-        # every training rollout was scored; the reflector is called whenever a problem is mixed
-        metrics = list(RunDir(tmp_path / method).read("metrics.jsonl"))
-        match = metrics[1]["evolution"]["match"]
-        assert match["ranks"]
+    metrics = list(RunDir(tmp_path / method).read("metrics.jsonl"))
+    if method in ("espl", "evolution", "reflect"):
+        mutation = metrics[1]["evolution"]["mutation"]
+        rewards = [r["reward"] for r in RunDir(tmp_path / method).read("rollouts.jsonl") if r["iteration"] == 1 and r["phase"] == "train"]
+        if min(rewards) < 1.0:  # a failure to reflect on: the 135M reflector was asked, with tokens back
+            assert mutation["usage"]["calls"] > 0 and mutation["usage"]["completion_tokens"] > 0
+    if method in ("espl", "rl"):  # the trainer saw the batch (it steps only on mixed groups)
+        train = metrics[1]["train"]
+        assert train["step"] == 1 and train["reward_mean"] == pytest.approx(metrics[1]["train_reward"])
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen:
