@@ -65,6 +65,8 @@ def test_mutation_attempts_that_make_a_child(benchmark: Any, machine_load: None,
         reflector.begin(seed=k)
         proposal = mutate(parent, rollouts, reflector, step=k + 1, new_id=f"c{k}", config=config)
         outcomes.append(None if proposal.child is not None else proposal.reason)
+        print(f"{decoding} attempt {k + 1}/{ATTEMPTS}: {'child' if proposal.child is not None else proposal.reason}",
+              flush=True)
         if proposal.child is not None and not example:
             example.extend(proposal.child.principles)
 

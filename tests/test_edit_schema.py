@@ -42,9 +42,43 @@ def test_schema_follows_the_rules() -> None:
 
 def test_principle_pattern_is_a_sentence() -> None:
     pattern = re.compile(principle_pattern(32)[1:-1])
-    assert pattern.fullmatch("Search for the second entity before answering.")
-    for bad in ("S", "1.2", "thnk", "search for it.", "No final period here", "Two words."):
+    for good in ("Search for the second entity before answering.",
+                 "Don't guess: search (twice) for multi-hop questions, then answer in 3 words.",
+                 "Compare both entities' birth dates; use HTML tags 42% of the time."):
+        assert pattern.fullmatch(good), good
+    # The junk a 135M reflector wrote under the looser shape: odd characters cost a token each.
+    for bad in ("S", "1.2", "thnk", "search for it.", "No final period here", "Two words.",
+                "TASK 1:G0:GJ:GJ:GJ is it.", "GQMGkCgJjwBgMGkCgJhjMgMg is a rule of 5."):
         assert not pattern.fullmatch(bad), bad
+
+
+PRINCIPLE_CASES = (
+    "Search for the second entity before answering.",
+    "Don't guess: search (twice) for multi-hop questions, then answer in 3 words.",
+    "Compare both entities' birth dates; use HTML tags 42% of the time.",
+    "Ab cd tortureleavedevaluate ef.",  # a 21-letter word
+    "Ab cd multi-hopxxxxxxxxxxxxxxxxx ef.",
+    "TASK 1:G0:GJ:GJ:GJ is it.",
+    "GQMGkCgJjwBgMGkCgJhjMgMg is a rule of 5.",
+    "Ab (cd) ef; gh.",
+)
+
+
+def test_the_decoder_reads_the_principle_pattern_as_python_does() -> None:
+    """xgrammar compiles a JSON schema's `pattern` with its own regex reader; what it accepts
+    inside the JSON string must be what the parser's `re` accepts (an optional group after a
+    bounded class once let 21-letter words through)."""
+    import json
+
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string
+
+    pattern = principle_pattern(32)
+    grammar = xgrammar.Grammar.from_json_schema(json.dumps({"type": "string", "pattern": pattern}), any_whitespace=False)
+    python = re.compile(pattern[1:-1])
+    verdicts = {case: _is_grammar_accept_string(grammar, json.dumps(case)) for case in PRINCIPLE_CASES}
+    assert verdicts == {case: bool(python.fullmatch(case)) for case in PRINCIPLE_CASES}
+    assert sum(verdicts.values()) == 4  # the four sentences, none of the junk
 
 
 @pytest.mark.parametrize(

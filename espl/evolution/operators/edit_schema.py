@@ -19,8 +19,22 @@ REASONING_CHARS = 1200
 """How much free text a reasoning-first reply may write before its edit list."""
 MERGE_PAIRS_UP_TO = 16
 """Up to this many principles, a merge's indexes are decoded as one of the distinct pairs."""
-WORD = "[A-Za-z0-9,;:'()/%-]{1,24}"
-"""A word of a principle: letters, digits and the punctuation of a plain sentence."""
+_LETTERS = "[a-z]{0,15}"
+"""The rest of a word after its first letter (16 letters at most)."""
+_SHAPES = (f"{_LETTERS}", "[a-z]{0,11}[-'][a-z]{1,11}", f"{_LETTERS}'")
+"""A word after its first letter: plain, joined by a hyphen or apostrophe ("multi-hop",
+"don't"), or with a closing apostrophe ("entities'"). Alternatives rather than an optional
+group: xgrammar's JSON-string regexes skip the first character of an optional group after a
+bounded class (`[a-z]{0,15}(x[a-z]{1,12})?` took 21 letters; `tests/test_edit_schema.py`)."""
+WORD = "\\(?(" + "|".join(f"[A-Za-z]{shape}" for shape in _SHAPES) + "|[A-Z]{2,6}s?|[0-9]{1,6}%?)\\)?[,;:]?"
+"""A word of a principle: a word of letters (a capital only first), an acronym or a number,
+in parentheses or followed by a comma, semicolon or colon.
+
+The shape is what bounds a principle's tokens: with any mix of letters, digits and colons
+allowed in 24 characters, the 135M reflector wrote principles like "TASK 1:G0:GJ:GJ:..."
+and "GQMGkCgJjwBgMGkCgJhjMgMg", whose odd characters cost a token each, until a revision
+plan ran out of tokens inside its first principle (3 of 20 attempts,
+`benchmarks/test_structured_reflection.py`)."""
 
 
 def principle_pattern(max_words: int) -> str:
@@ -28,7 +42,8 @@ def principle_pattern(max_words: int) -> str:
 
     Decoded without it, a 135M reflector fills the string with fragments ("S", "1.2",
     "thnk"); a sentence shape is what a principle is, and the parser's rules still apply."""
-    return f"^[A-Z][A-Za-z'-]{{0,23}}( {WORD}){{2,{max(max_words - 1, 2)}}}\\.$"
+    first = "(" + "|".join(f"[A-Z]{shape}" for shape in _SHAPES) + "|[A-Z]{2,6}s?)[,;:]?"
+    return f"^{first}( {WORD}){{2,{max(max_words - 1, 2)}}}\\.$"
 
 
 def edit_list_schema(rules: EditRules, min_edits: int = 0, max_edits: int | None = None) -> dict[str, Any]:
