@@ -41,8 +41,11 @@ endif
 run: $(STAMP)
 	$(BIN)/espl-bench run --env hotpotqa --method espl
 
+# The default selection (quick tests) first, then the slow tier: real models, vLLM servers,
+# pyserini, whole runs. Together they run every real component at least once.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "slow and not extended and not gpu"
 ifeq ($(GPU),cuda)
 	$(BIN)/python -m pytest -q -m gpu
 endif

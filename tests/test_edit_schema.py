@@ -83,7 +83,7 @@ def test_the_decoder_reads_the_principle_pattern_as_python_does() -> None:
 
 @pytest.mark.parametrize(
     ("rules", "min_edits", "max_edits"),
-    # CRITIQUE's list is decoded in the default tier by the reason-first test below.
+    # CRITIQUE's list is decoded in `make test` by the reason-first test below.
     [pytest.param(CRITIQUE, 0, None, marks=pytest.mark.extended), (PLAN, 1, 2)],
 )
 def test_every_constrained_reply_parses_in_full(

@@ -451,7 +451,7 @@ def test_vllm_server_constrained_samples_match_with_unmasked_logprobs(
     vllm_server: str, tokenizer: Any, reference: Any, kind: str
 ) -> None:
     """Every sample (temperature 1, several prompts, and greedy) matches, and its logprobs are the
-    unmasked reference's (the server's masked ones are rescored). The default tier runs the
+    unmasked reference's (the server's masked ones are rescored). `make test` runs the
     regex, whose samples are short. The JSON schema goes through the same rescoring, its request
     fields are checked against the scripted server above, and vLLM's grammar backend decodes it
     in test_engine_vllm's contract tests."""

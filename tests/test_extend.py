@@ -110,7 +110,7 @@ def test_other_overrides_on_resume_stay_refused(tmp_path: Path, capsys: pytest.C
     assert json.loads((run_dir / "config.json").read_text())["iterations"] == 1  # a dry run writes nothing
 
 
-@pytest.mark.extended  # its parts run in the default tier: the SIGKILL and resume in tests/test_loop.py
+@pytest.mark.extended  # its parts run in `make test`: the SIGKILL and resume in tests/test_loop.py
 # (test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run), the extension in the first test above
 def test_a_killed_run_extends_as_it_resumes(straight_and_extended: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """A 2-iteration run killed in iteration 2, extended to 3, equals the straight 3-iteration run."""

@@ -27,8 +27,8 @@ from agents.models import load_tokenizer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.extended]
 """Extended tier: four vLLM servers of the 135M model come and go (two, a killed one's restart, a
-cold one), too long for the default tier on 2 cores; the routing, the adapter sync and the fault
-handling run in the default tier against scripted servers (`test_fleet_routing.py`,
+cold one), too long for `make test` on 2 cores; the routing, the adapter sync and the fault
+handling run in `make test` against scripted servers (`test_fleet_routing.py`,
 `test_fleet_engine.py`)."""
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 

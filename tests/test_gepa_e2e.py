@@ -62,7 +62,7 @@ def test_gepa_on_gsm8k_spends_the_training_budget_of_evolution(tmp_path: Path) -
 
 @pytest.mark.extended
 def test_gepa_on_hotpotqa_reflects_on_search_feedback(tmp_path: Path) -> None:
-    """A second GEPA run, on the search env. The default tier runs GEPA end to end above (and
+    """A second GEPA run, on the search env. `make test` runs GEPA end to end above (and
     on arithmetic and coin in test_golden_runs), a hotpotqa run against the local retrieval
     server in test_golden_runs, and the search feedback text in test_gepa_units."""
     # One search per episode and short turns keep the tiny model's episodes brief.

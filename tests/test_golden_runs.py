@@ -18,7 +18,7 @@ from golden_runs import ENVS, FIXES, METHODS, differences, load_record, run_scen
 
 
 def _tier(env: str, method: str) -> object:
-    """Every method on `arithmetic` in the default tier. On `coin` all but `evolution` (the
+    """Every method on `arithmetic` in `make test`. On `coin` all but `evolution` (the
     evolution parts of `espl` without its trainer) and `gepa` (GEPA runs end to end in
     test_gepa_e2e and on `arithmetic`, and adopts a proposed prompt in test_gepa_scripted). On
     `hotpotqa` (a real local retrieval server, multi-turn episodes) only `espl`, whose run

@@ -42,7 +42,7 @@ def test_two_gloo_ranks_take_the_single_process_step(tmp_path: Path) -> None:
     _check_cases(_spawn(tmp_path, cases), cases)
 
 
-@pytest.mark.extended  # 25 cases; the default tier steps one on two ranks above
+@pytest.mark.extended  # 25 cases; `make test` steps one on two ranks above
 def test_every_loss_and_aggregation_on_two_ranks(tmp_path: Path) -> None:
     cases = [(loss, aggregation, "one_step") for loss in ddp_ranks.LOSSES for aggregation in ddp_ranks.AGGREGATIONS]
     cases += [(loss, "token_mean", "mini_batches_recomputed") for loss in ddp_ranks.LOSSES]

@@ -82,7 +82,7 @@ def test_the_version_lookup_answers_as_vllm_derives_it() -> None:
 @pytest.mark.vllm
 @pytest.mark.extended
 def test_serve_vllm_answers_a_completion_and_stops(tmp_path: Path) -> None:
-    """The command alone, started and stopped here. The default tier starts it once for all the
+    """The command alone, started and stopped here. `make test` starts it once for all the
     real-server tests of the `openai` engine (tests/test_engine_openai.py `vllm_server`), and
     checks there what this test checks."""
     pytest.importorskip("vllm")
