@@ -32,6 +32,7 @@ from typing import Any
 
 from espl.files.atomic import readable_directory
 from espl.config import ConfigError, RunConfig, load_config
+from espl.run.addresses import ADDRESS_KEYS
 from espl.run.run_dir import CHECKPOINT, CONFIG, LOOP_STATE, SUMMARY
 
 DEFAULT_ROOT = Path("runs") / "suites"
@@ -195,11 +196,11 @@ def _fill_missing(stored: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
     return merged
 
 
-REPORTING_ONLY = ("report_to", "policy.base_urls")
-"""Settings that say where a run is reported, or where the servers it samples on listen, not
-what it does: a change to them leaves a run finished (not stale), and a partial run takes the
-new value when it resumes (a fleet started again has new addresses; it serves the same
-`policy.model`, which does count)."""
+REPORTING_ONLY = ("report_to", *ADDRESS_KEYS)
+"""Settings that say where a run is reported, or where the servers it uses listen, not what it
+does: a change to them leaves a run finished (not stale), and a partial run takes the new value
+when it resumes (a fleet started again has new addresses; it serves the same `policy.model`,
+which does count). The same keys `run --resume` accepts (`espl.run.addresses`)."""
 
 
 def _results_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A scripted vLLM-like fleet member that serves a whole E-SPL run on GSM8K: the policy's
 rollouts (with any adapter loaded at run time) and the reflector's questions (the base model).
-It holds no tests itself; tests/test_reflector_overlap.py and tests/test_eval_pinned_adapter.py
-run against it.
+It holds no tests itself; tests/test_reflector_overlap.py, tests/test_eval_pinned_adapter.py and
+tests/test_resume_new_fleet.py run against it.
 
 It keeps vLLM's request and reply shapes (token-id prompts, ``return_token_ids``, stop strings
 kept in the text, ``/v1/load_lora_adapter``), and answers from the prompt and the request's
@@ -27,7 +27,8 @@ from envs import registry
 
 
 class ScriptedFleetMember:
-    """Serves `base` and the adapters loaded on it; logs (model, kind) of every completion."""
+    """Serves `base` and the adapters loaded on it; logs (model, kind) of every completion, and
+    every load and completion in the order they came (`requests`)."""
 
     def __init__(self, tokenizer: Any, base: str = "tiny-random") -> None:
         self.tokenizer = tokenizer
@@ -35,6 +36,10 @@ class ScriptedFleetMember:
         self.models = {base}
         self.answers = {task.question: task.answers[0] for task in registry.make("gsm8k", split="all").tasks}
         self.completions_log: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str]] = []
+        """("load", adapter name) and ("complete", model name), in arrival order."""
+        self.loaded_from: dict[str, str] = {}
+        """The folder each adapter name was loaded from."""
         self._lock = threading.Lock()
         app = Starlette(routes=[
             Route("/v1/completions", self.completions, methods=["POST"]),
@@ -63,6 +68,7 @@ class ScriptedFleetMember:
         kind = "reflector" if model == self.base else "policy"
         with self._lock:
             self.completions_log.append((model, kind))
+            self.requests.append(("complete", model))
         seed = int(body.get("seed", 0))
         reply = reply_for(text) if kind == "reflector" else self.policy_reply(text, seed)
         finish, stop_reason = "stop", None
@@ -84,9 +90,12 @@ class ScriptedFleetMember:
 
     async def load(self, request: Request) -> PlainTextResponse:
         body = await request.json()
+        with self._lock:
+            self.requests.append(("load", body["lora_name"]))
         if body["lora_name"] in self.models:
             return PlainTextResponse("already loaded", status_code=400)
         self.models.add(body["lora_name"])
+        self.loaded_from[body["lora_name"]] = body["lora_path"]
         return PlainTextResponse(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
 
     async def unload(self, request: Request) -> PlainTextResponse:

@@ -1,6 +1,7 @@
 """`run --resume DIR --iterations N`: a finished run extended to N equals a run started with N;
 a killed run extends as it resumes; shortening, non-iterating methods, a spent budget and
-any other override are refused, and an equal N says there is nothing to do."""
+any override but the servers' new addresses are refused, and an equal N says there is nothing
+to do."""
 
 from __future__ import annotations
 
@@ -102,12 +103,48 @@ def test_other_overrides_on_resume_stay_refused(tmp_path: Path, capsys: pytest.C
     config = load_config("smoke", ['policy.model="tiny-random"', 'env.name="gsm8k"']).to_dict()
     run_dir = fake_progress(tmp_path / "run", config, 1)
     assert main(["run", "--resume", str(run_dir), "--iterations", "5", "--set", "rl.lr=1e-3"]) == 2
-    assert "--set would be ignored" in capsys.readouterr().out
+    assert "--set rl.lr would be ignored" in capsys.readouterr().out
     assert main(["run", "--resume", str(run_dir), "--iterations", "5", "--seed", "0"]) == 2
     assert "--seed would be ignored" in capsys.readouterr().out
     assert main(["run", "--resume", str(run_dir), "--iterations", "5", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 5
     assert json.loads((run_dir / "config.json").read_text())["iterations"] == 1  # a dry run writes nothing
+
+
+def test_a_resumed_run_takes_new_server_addresses_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where its servers listen may change (a fleet started again), what the run does may not."""
+    from espl.config import load_config
+
+    config = load_config("smoke", ['policy.model="tiny-random"', 'env.name="hotpotqa"', "policy.engine=fleet",
+                                   'policy.base_urls=["http://127.0.0.1:8001"]',
+                                   'env.retriever_url="http://127.0.0.1:8000"',
+                                   'evolution.reflector.engine="openai"', 'evolution.reflector.model="tiny-random"',
+                                   'evolution.reflector.base_urls=["http://127.0.0.1:8003"]'])
+    run_dir = fake_progress(tmp_path / "run", config.to_dict(), 1)
+    moved = ['policy.base_urls=["http://127.0.0.1:9001", "http://127.0.0.1:9002"]',
+             'env.retriever_url="http://127.0.0.1:9000"', 'evolution.reflector.base_urls=["http://127.0.0.1:9003"]',
+             "policy.engine=fleet"]
+    assert main(["run", "--resume", str(run_dir), "--dry-run", *(f for item in moved for f in ("--set", item))]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["policy"]["base_urls"] == ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
+    assert resolved["env"]["retriever_url"] == "http://127.0.0.1:9000"
+    assert resolved["evolution"]["reflector"]["base_urls"] == ["http://127.0.0.1:9003"]
+    resolved["policy"]["base_urls"] = config.policy.base_urls
+    resolved["env"]["retriever_url"] = config.env.retriever_url
+    resolved["evolution"]["reflector"]["base_urls"] = config.evolution.reflector.base_urls
+    recorded = json.loads(json.dumps(config.to_dict()))
+    assert resolved == recorded, "nothing else changed"
+    assert json.loads((run_dir / "config.json").read_text()) == recorded, "a dry run writes nothing"
+
+    assert main(["run", "--resume", str(run_dir), "--set", "policy.engine=hf"]) == 2
+    assert "--set policy.engine=hf: the run recorded 'fleet', and a resumed run keeps it" in capsys.readouterr().out
+    assert main(["run", "--resume", str(run_dir), "--set", 'policy.base_urls=["http://a:1"]', "--set", "rl.lr=1e-3",
+                 "--set", 'policy.model="smollm2-135m"']) == 2
+    out = capsys.readouterr().out
+    assert "--set rl.lr, policy.model would be ignored" in out and "policy.base_urls, env.retriever_url" in out
+    assert len(out.strip().splitlines()) == 1
 
 
 @pytest.mark.extended  # its parts run in `make test`: the SIGKILL and resume in tests/test_loop.py

@@ -197,6 +197,70 @@ def test_run_options_the_servers_would_not_see_are_refused(capsys: pytest.Captur
     assert "--set policy.model" in capsys.readouterr().err
 
 
+def recorded_run(tmp_path: Path, *sets: str) -> Path:
+    """A run directory as a launched search run leaves it: config.json with the old addresses."""
+    config = load_config("smoke", ['env.name="hotpotqa"', "method=rl", 'policy.model="tiny-random"', "rl.lora.rank=16",
+                                   "policy.engine=fleet", 'policy.base_urls=["http://127.0.0.1:8001"]',
+                                   'env.retriever_url="http://127.0.0.1:8000"', *sets])
+    (tmp_path / "run").mkdir(parents=True)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config.to_dict()))
+    return tmp_path / "run"
+
+
+def launch_parts(*argv: str):
+    import argparse
+
+    from espl.commands import launch
+
+    parser = argparse.ArgumentParser()
+    launch.add_arguments(parser)
+    args = parser.parse_args(argv)
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    launch.check_run_args(rest, suite=False)
+    return launch.part_commands(args, rest)
+
+
+def test_a_resumed_run_gets_servers_for_its_recorded_config_and_only_the_new_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from espl.cli import main
+
+    run_dir = recorded_run(tmp_path)
+    server, retriever, trainer = launch_parts("--trainer-gpus", "2", "--", "--resume", str(run_dir),
+                                              "--iterations", "3")
+    assert server[3:6] == ["serve-vllm", "--preset", "default"]
+    served = load_config("default", server[7:-4:2])  # what the servers serve: the recorded run's settings
+    assert command_lines.served_settings(served) == command_lines.served_settings(load_config("smoke", [
+        'policy.model="tiny-random"', "rl.lora.rank=16"]))
+    assert retriever is not None, "the run recorded a retrieval server: the earlier launch's, gone with it"
+    new = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
+    command = trainer(new, "http://127.0.0.1:9000")
+    assert command[:6] == ["{python}", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    assert "--preset" not in command and command[-4:] == ["--resume", str(run_dir), "--iterations", "3"]
+    # the run takes that command line: its recorded config, with the new addresses only
+    assert main([*command[command.index("run"):], "--dry-run"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["policy"]["base_urls"] == new and config["env"]["retriever_url"] == "http://127.0.0.1:9000"
+    assert config["iterations"] == 3 and config["rl"]["lora"]["rank"] == 16
+    assert json.loads((run_dir / "config.json").read_text())["policy"]["base_urls"] == ["http://127.0.0.1:8001"]
+    one = launch_parts("--retriever", "off", "--", "--resume", str(run_dir))
+    assert one[1] is None and one[2](new, None)[:4] == [*command_lines.CLI, "run"]
+
+
+def test_a_resume_with_settings_of_its_own_or_off_a_fleet_is_refused(tmp_path: Path) -> None:
+    run_dir = recorded_run(tmp_path)
+    for flags in (["--preset", "smoke"], ["--set", "rl.lr=1e-3"]):
+        with pytest.raises(ValueError, match=r"--preset/--set with `-- --resume .*`: a resumed run keeps its recorded"):
+            launch_parts(*flags, "--", "--resume", str(run_dir))
+    with pytest.raises(ValueError, match="--set after `--` would reach the run but not the servers"):
+        launch_parts("--", "--resume", str(run_dir), "--set", "rl.lr=1e-3")
+    with pytest.raises(ConfigError, match="is not a run directory"):
+        launch_parts("--", "--resume", str(tmp_path / "nothing"))
+    hf = recorded_run(tmp_path / "hf", "policy.engine=hf", "policy.base_urls=[]", 'env.retriever_url=""')
+    with pytest.raises(ValueError, match="ran on the hf engine, not a fleet"):
+        launch_parts("--", "--resume", str(hf))
+
+
 @pytest.mark.extended
 @pytest.mark.vllm
 def test_a_cpu_launch_trains_on_a_real_vllm_server_and_leaves_nothing_running(tmp_path: Path) -> None:

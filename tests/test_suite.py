@@ -178,6 +178,9 @@ def test_where_the_fleet_listens_leaves_a_run_finished_and_what_it_serves_does_n
     moved = expand(on_fleet(parse_suite(fleet), ["http://10.0.0.7:9001", "http://10.0.0.8:9001"]), tmp_path)[0]
     assert moved.config.policy.base_urls == ["http://10.0.0.7:9001", "http://10.0.0.8:9001"]
     assert run_status(moved) is RunStatus.FINISHED
+    elsewhere = {"env.retriever_url": "http://10.0.0.7:8000", "evolution.reflector.base_urls": ["http://10.0.0.9:8001"]}
+    retriever_moved = parse_suite(_suite(overrides={**fleet["overrides"], **elsewhere}))
+    assert run_status(expand(on_fleet(retriever_moved, ["http://10.0.0.7:9001"]), tmp_path)[0]) is RunStatus.FINISHED
     other_model = parse_suite(_suite(overrides={**fleet["overrides"], "policy.model": "smollm2-135m"}))
     assert run_status(expand(on_fleet(other_model, ["http://10.0.0.7:9001"]), tmp_path)[0]) is RunStatus.STALE
 

@@ -6,13 +6,15 @@ placed on a Ray cluster (the optional `ray` extra: pip install 'espl-bench[ray]'
     espl-bench launch --address auto --strategy SPREAD --bind node-ip --servers 8 --trainer-gpus 4 \\
         --preset paper -- --env nq --method espl --out /shared/runs/nq-espl
     espl-bench launch --suite my-fleet-suite --servers 2 --trainer-gpus 1 -- --jobs 4
+    espl-bench launch --servers 2 --trainer-gpus 2 -- --resume runs/gsm8k--rl--smollm2-135m/20261121-120000
 
 One placement group reserves a bundle per server (1 GPU each), one for the trainer (its GPUs;
 more than one: `torchrun`) and a CPU bundle for the retrieval server (search envs), then each
 part runs the project's own command (`serve-vllm`, `retriever serve`, `run` or `compare`) on
 the GPUs Ray assigned it. The run starts once every server answers, with their addresses as
 `policy.base_urls`, and every part is stopped when it ends (or on Ctrl-C). Options after `--`
-go to `run` (or, with --suite, to `compare`).
+go to `run` (or, with --suite, to `compare`). With `-- --resume DIR` the servers serve what
+DIR/config.json records, and the run continues there with only the new addresses.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="run this suite with `compare` (every run on the one fleet) instead of one run")
     parser.add_argument("--retriever", choices=("auto", "on", "off"), default="auto",
                         help="start a retrieval server in a CPU bundle: auto = when the run's env searches and "
-                             "env.retriever_url is unset (never with --suite, whose search runs start their own)")
+                             "env.retriever_url is unset (never with --suite, whose search runs start their own); "
+                             "with -- --resume: when the run recorded one (off keeps its recorded address)")
     parser.add_argument("--retriever-index", dest="retriever_index", help="index folder for the retrieval server "
-                        "(default: the built-in corpus's)")
+                        "(default: the built-in corpus's; a resumed run needs the one it started with)")
     parser.add_argument("--address", help="Ray cluster to join (`auto`: the one `ray start` made here; default: "
                         "that one if any, else a new local Ray instance)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="PACK",
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 FLAGS_OF_LAUNCH = {"--preset": "--preset", "--set": "--set", "--model": "--set policy.model=...",
-                   "--engine": "nothing (the launch runs the fleet engine)", "--resume": "nothing"}
+                   "--engine": "nothing (the launch runs the fleet engine)"}
 
 
 def check_run_args(rest: list[str], *, suite: bool) -> None:
@@ -119,8 +122,6 @@ def check_run_args(rest: list[str], *, suite: bool) -> None:
         return
     for flag, instead in FLAGS_OF_LAUNCH.items():
         if any(arg == flag or arg.startswith(flag + "=") for arg in rest):
-            if flag == "--resume":
-                raise ValueError("--resume is not supported by launch yet: the run would keep its old server addresses")
             raise ValueError(f"{flag} after `--` would reach the run but not the servers; give launch {instead}")
 
 
@@ -138,6 +139,9 @@ def part_commands(args: argparse.Namespace, rest: list[str]):
             raise ValueError("--retriever on goes with one run; a suite's search runs start their own retrieval server")
         return (command_lines.server_command(suite.preset, overrides), None,
                 lambda urls, _: command_lines.compare_command(args.suite, rest, urls))
+    resumed = run_options(rest).resume
+    if resumed is not None:
+        return resume_commands(args, rest, resumed)
     config = load_config(args.preset, args.overrides, run_base(rest))
     retriever = None
     if args.retriever == "on" or (args.retriever == "auto" and searches(config)):
@@ -147,12 +151,40 @@ def part_commands(args: argparse.Namespace, rest: list[str]):
                                                                   urls, retriever_url))
 
 
-def run_base(rest: list[str]) -> dict:
-    """The config values `--env` / `--method` in the run's options set (to see whether it searches)."""
+def resume_commands(args: argparse.Namespace, rest: list[str], run_dir: Path):
+    """`part_commands` for `-- --resume DIR`: servers that serve what DIR/config.json records, a
+    retrieval server where the run recorded one (the earlier launch's is gone), and the run
+    resumed with the new addresses."""
+    from espl.commands.run import recorded_config
+    from espl.launch import command_lines
+
+    if args.preset != "default" or args.overrides:
+        raise ValueError(f"--preset/--set with `-- --resume {run_dir}`: a resumed run keeps its recorded config, "
+                         "which its servers serve too")
+    config = recorded_config(run_dir)
+    if config.policy.engine != "fleet":
+        raise ValueError(f"{run_dir} ran on the {config.policy.engine} engine, not a fleet: resume it with "
+                         f"`espl-bench run --resume {run_dir}`")
+    retriever = None
+    if args.retriever == "on" or (args.retriever == "auto" and config.env.retriever_url):
+        retriever = command_lines.retriever_command(args.retriever_index)
+    return (command_lines.server_command("default", command_lines.served_overrides(config)), retriever,
+            lambda urls, retriever_url: command_lines.resume_command(args.trainer_gpus, rest, urls, retriever_url))
+
+
+def run_options(rest: list[str]) -> argparse.Namespace:
+    """The run options a launch reads: `--env`, `--method` and `--resume`."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--env")
     parser.add_argument("--method")
+    parser.add_argument("--resume", type=Path)
     known, _ = parser.parse_known_args(rest)
+    return known
+
+
+def run_base(rest: list[str]) -> dict:
+    """The config values `--env` / `--method` in the run's options set (to see whether it searches)."""
+    known = run_options(rest)
     base: dict = {}
     if known.env:
         base["env"] = {"name": known.env}

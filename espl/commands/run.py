@@ -4,6 +4,7 @@
     espl-bench run --env gsm8k --method rl --preset smoke --set rl.lr=1e-5
     espl-bench run --resume runs/hotpotqa--espl--smollm2-135m/20261121-120000
     espl-bench run --resume runs/gsm8k--rl--smollm2-135m/20261121-120000 --iterations 40   # extend it
+    espl-bench run --resume DIR --set 'policy.base_urls=["http://127.0.0.1:8003"]'   # on servers started again
     espl-bench run --env gsm8k --preset smoke --dry-run --write-config mine.toml   # then --preset mine.toml
     espl-bench run --env gsm8k --method rl --report-to tensorboard,wandb   # experiment tracking
     torchrun --standalone --nproc-per-node 2 -m espl.cli run --preset smoke   # the trainer on 2 ranks
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int,
                         help="iterations in all; with --resume, extends the run to this many (espl.run.extension)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted config override, e.g. rl.lr=1e-5 (repeatable)")
+                        help="dotted config override, e.g. rl.lr=1e-5 (repeatable); with --resume only the "
+                             "servers' addresses: policy.base_urls, env.retriever_url, evolution.reflector.base_urls")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<env>--<method>--<model>/<time>)")
     parser.add_argument("--resume", type=Path, help="continue the run in this directory")
     parser.add_argument("--report-to", dest="report_to", type=report_to_list, metavar="NAMES",
@@ -50,26 +52,24 @@ def resolve_config(args: argparse.Namespace):
     """The config to run: from the flags and preset, or a resumed run's own (see the module doc).
 
     With --resume, --iterations gives the count to extend to; the run directory's progress is
-    checked against it in `run` (`espl.run.extension.plan_extension`)."""
+    checked against it in `run` (`espl.run.extension.plan_extension`). --set may then give the
+    servers' new addresses, and nothing else (`espl.run.addresses`)."""
     import dataclasses
-    import json
 
-    from espl.config import ConfigError, RunConfig, build, load_config
+    from espl.config import ConfigError, load_config
 
     if args.resume is not None:
         given = [flag for flag, value in (("--env", args.env), ("--method", args.method), ("--model", args.model),
-                 ("--engine", args.engine), ("--seed", args.seed), ("--set", args.overrides),
-                 ("--out", args.out)) if value is not None and value != []]  # --seed 0 counts too
+                 ("--engine", args.engine), ("--seed", args.seed), ("--out", args.out))
+                 if value is not None]  # --seed 0 counts too
         if given or args.preset != "default":
             flags = ", ".join(given + (["--preset"] if args.preset != "default" else []))
             raise ConfigError(f"--resume continues a run with its own config.json; {flags} would be ignored")
-        path = args.resume / "config.json"
-        try:
-            config = build(RunConfig, json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"{path} does not exist: {args.resume} is not a run directory") from None
-        except ValueError as error:
-            raise ConfigError(f"{path}: {error}") from None
+        config = recorded_config(args.resume)
+        if args.overrides:  # where its servers now are, not what it does
+            from espl.run.addresses import with_new_addresses
+
+            config = with_new_addresses(config, args.overrides)
         if args.report_to is not None:  # where the run is reported, not what it does
             config.report_to = args.report_to
         if args.iterations is not None:  # more of the same run (checked by espl.run.extension)
@@ -91,6 +91,21 @@ def resolve_config(args: argparse.Namespace):
     if args.report_to is not None:
         base["report_to"] = args.report_to
     return load_config(args.preset, args.overrides, base)
+
+
+def recorded_config(run_dir: Path):
+    """The config a run directory records (`config.json`), checked; ConfigError when it has none."""
+    import json
+
+    from espl.config import ConfigError, RunConfig, build
+
+    path = run_dir / "config.json"
+    try:
+        return build(RunConfig, json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: {run_dir} is not a run directory") from None
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def report_to_list(text: str) -> list[str]:
@@ -190,6 +205,8 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
         from espl.run.extension import apply_extension
 
         config = apply_extension(run_dir, config, extension)
+    if args.resume is not None and args.overrides:
+        run_dir.write_json(CONFIG, config.to_dict())  # the run now samples there
     console.print(f"run directory: [bold]{run_dir.path}[/bold]", highlight=False, soft_wrap=True)
     if plan.precision is not None:
         console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)

@@ -4,6 +4,8 @@
 (filled by `espl.launch.host`). Servers and the run read the same `--preset` and `--set`, so
 they agree on the model, the context and the LoRA rank; the run gets the servers' addresses
 as `policy.base_urls` (and the retrieval server's as `env.retriever_url`) and the fleet engine.
+A resumed run (`run --resume DIR`) keeps its recorded config: the servers are given its
+served settings, and the run only the new addresses.
 """
 
 from __future__ import annotations
@@ -45,9 +47,18 @@ def fleet_flags(urls: Sequence[str], retriever_url: str | None) -> list[str]:
 def run_command(ranks: int, preset: str, overrides: Sequence[str], run_args: Sequence[str],
                 urls: Sequence[str], retriever_url: str | None) -> list[str]:
     """`espl-bench run` on the fleet, under `torchrun` over `ranks` processes when more than one."""
-    module = CLI if ranks == 1 else ("{python}", "-m", "torch.distributed.run", "--standalone",
-                                     "--nproc-per-node", str(ranks), "-m", "espl.cli")
-    return [*module, "run", *config_flags(preset, overrides), *fleet_flags(urls, retriever_url), *run_args]
+    return [*_run_cli(ranks), "run", *config_flags(preset, overrides), *fleet_flags(urls, retriever_url), *run_args]
+
+
+def resume_command(ranks: int, run_args: Sequence[str], urls: Sequence[str], retriever_url: str | None) -> list[str]:
+    """`espl-bench run --resume DIR` (in `run_args`) on the new fleet: the run's recorded config
+    with the new addresses, the only `--set` keys a resumed run takes."""
+    return [*_run_cli(ranks), "run", *fleet_flags(urls, retriever_url), *run_args]
+
+
+def _run_cli(ranks: int) -> tuple[str, ...]:
+    return CLI if ranks == 1 else ("{python}", "-m", "torch.distributed.run", "--standalone",
+                                   "--nproc-per-node", str(ranks), "-m", "espl.cli")
 
 
 def compare_command(suite: str, compare_args: Sequence[str], urls: Sequence[str]) -> list[str]:
@@ -66,6 +77,11 @@ def served_settings(config: RunConfig) -> dict[str, Any]:
     return values
 
 
+def served_overrides(config: RunConfig) -> list[str]:
+    """`--set` values that make `serve-vllm` serve what `config` needs (a resumed run's)."""
+    return [f"{key}={json.dumps(value)}" for key, value in served_settings(config).items() if value is not None]
+
+
 def suite_server_overrides(configs: Sequence[RunConfig]) -> list[str]:
     """`--set` values that make `serve-vllm` serve what every run of a suite needs; runs that
     need different servers (another model, context or LoRA rank) cannot share one fleet."""
@@ -75,4 +91,4 @@ def suite_server_overrides(configs: Sequence[RunConfig]) -> list[str]:
         if len(values) > 1:
             raise ConfigError(f"{key}: the suite's runs differ ({', '.join(sorted(values))}), so they cannot share "
                               "one fleet of servers; set it once in the suite's overrides")
-    return [f"{key}={json.dumps(value)}" for key, value in settings[0].items() if value is not None]
+    return served_overrides(configs[0])

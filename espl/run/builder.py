@@ -49,9 +49,9 @@ def build_run(
     plan = plan_run(config)
     state, resumed = open_run(run_dir)
     policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)), followers=followers,
-                          run_name=adapter_prefix(run_dir))
+                          run_name=adapter_prefix(run_dir), first_adapter=not resumed)
     if resumed and policy.trainer is not None:
-        _restore_trainer(policy, run_dir)
+        _restore_trainer(policy, run_dir)  # the engine's first adapter: the checkpoint's
     tokenizer = policy.engine.tokenizer
     run = Run(
         config, run_dir, policy,
@@ -72,6 +72,8 @@ def tracker_context(config: RunConfig, run_dir: RunDir, resumed_after: int | Non
 
 
 def _restore_trainer(policy: Policy, run_dir: RunDir) -> None:
+    """Load the checkpoint's trainer (on every rank), then hand its adapter to the engine: a
+    fleet loads it on every server, new ones included, before any request is sent."""
     from espl.rl.checkpoint import CheckpointError, load_checkpoint
 
     path = readable_directory(run_dir.file(CHECKPOINT)) / TRAINER_CHECKPOINT
@@ -98,9 +100,13 @@ def adapter_prefix(run_dir: RunDir) -> str:
 
 def build_policy(
     plan: RunPlan, *, adapter_dir: str, followers: Followers | None = None, run_name: str | None = None,
+    first_adapter: bool = True,
 ) -> Policy:
     """The policy's engine and, when the method trains, its trainer; `run_name` prefixes the
-    adapter versions a fleet loads on its servers (None: a random prefix)."""
+    adapter versions a fleet loads on its servers (None: a random prefix). `first_adapter`
+    False leaves the engine without the fresh trainer's adapter, for a resumed run, whose
+    restored trainer hands over its own (a fleet would otherwise load and publish an untrained
+    adapter first, in the folder of step 0)."""
     from agents.engines import make_engine
 
     spec = plan.engine
@@ -118,7 +124,8 @@ def build_policy(
     else:
         engine = make_engine(spec.name, model=spec.model, **spec.kwargs)
     built = Policy(engine, trainer, followers=followers)
-    built.after_update()
+    if first_adapter:
+        built.after_update()
     return built
 
 
