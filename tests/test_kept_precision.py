@@ -258,6 +258,8 @@ def test_a_run_started_in_bf16_goes_on_in_bf16_on_a_cpu_without_bf16_units(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["precision"]["dtype"] == "bfloat16" and summary["extended"]
     assert recorded(run_dir)["reason"] == "cpu has amx_bf16"  # the start's record, carried on
+    policy = json.loads((run_dir / "config.json").read_text())["policy"]  # rewritten for the new count:
+    assert (policy["dtype"], policy["device"]) == ("auto", "auto")  # still auto, so `compare` sees no change
     kinds = [kind for kind, _ in ranks.sent]
     assert kinds[0] == START and LOAD in kinds and kinds[-1] == STOP
     assert ranks.sent[0][1].precision.dtype == "bfloat16"  # what the other ranks build their trainers from
