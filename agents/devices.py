@@ -42,6 +42,15 @@ class Precision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Precision:
+        """A recorded precision (a run directory's JSON), checked: a device and a dtype this
+        module could have resolved; ValueError otherwise."""
+        device, dtype = str(data["device"]), str(data["dtype"])
+        if device == "auto" or not DEVICE_PATTERN.fullmatch(device) or dtype not in DTYPES:
+            raise ValueError(f"not a resolved precision: device {device!r}, dtype {dtype!r}")
+        return cls(device, dtype, str(data["reason"]), str(data["device_name"]))
+
 
 # -- the CPU ---------------------------------------------------------------------------------------
 

@@ -161,12 +161,13 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
         if args.write_config is not None and not args.dry_run:
             raise ConfigError("--write-config goes with --dry-run (a run keeps its config in config.json)")
         config = resolve_config(args)
-        from espl.run.plan import plan_run
+        from espl.run.kept_precision import plan_kept_run
+        from espl.run.run_dir import RunDir
 
-        plan = plan_run(config)  # every cross-check, before a directory or a model exists
+        # every cross-check, before a directory or a model exists; a resumed run keeps its precision
+        plan, precision_note = plan_kept_run(config, None if args.resume is None else RunDir(args.resume))
         if args.resume is not None and args.iterations is not None:
             from espl.run.extension import plan_extension
-            from espl.run.run_dir import RunDir
 
             extension = plan_extension(RunDir(args.resume), config, args.iterations)
         if args.dry_run and args.write_config is not None:
@@ -174,7 +175,8 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
 
             written = write_config_toml(config, args.write_config)
     except (ConfigError, FileNotFoundError, RunDirError) as error:
-        console.print(f"[red]config error:[/red] {error}", highlight=False, soft_wrap=True)
+        kind = "error" if isinstance(error, RunDirError) else "config error"  # a damaged run directory
+        console.print(f"[red]{kind}:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     if args.dry_run:
         console.print_json(json.dumps(config.to_dict()))
@@ -210,6 +212,8 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
     console.print(f"run directory: [bold]{run_dir.path}[/bold]", highlight=False, soft_wrap=True)
     if plan.precision is not None:
         console.print(f"policy model: {plan.precision.describe()}", highlight=False, soft_wrap=True)
+    if precision_note is not None:
+        console.print(precision_note, highlight=False, soft_wrap=True)
     try:
         with LiveProgress(console, total=config.iterations, quiet=args.quiet) as progress:
             summary = run_training(config, run_dir, observer=progress.update, status=progress.status,

@@ -24,7 +24,8 @@ from espl.evolution.population import Population
 from espl.evolution.selection import SelectionStrategy, make_strategy
 from espl.files.atomic import readable_directory
 from espl.run.context import TRAINER_CHECKPOINT, Observer, Policy, Run
-from espl.run.plan import EngineSpec, RunPlan, operator_specs, plan_run
+from espl.run.kept_precision import plan_kept_run
+from espl.run.plan import EngineSpec, RunPlan, operator_specs
 from espl.run.ranks import Followers
 from espl.run.resume import RunDirError, open_run
 from espl.run.run_dir import CHECKPOINT, RunDir
@@ -45,9 +46,12 @@ def build_run(
     followers: Followers | None = None,
 ) -> Run:
     """Check the config, open `run_dir` (fresh or resumed), and build what `method` needs;
-    under `torchrun`, `followers` are the other ranks, which train with this one."""
-    plan = plan_run(config)
+    under `torchrun`, `followers` are the other ranks, which train with this one (and build
+    their trainers from this plan, so a resumed run's kept precision is theirs too)."""
+    plan, _ = plan_kept_run(config, run_dir)
     state, resumed = open_run(run_dir)
+    if state.precision is None:  # a new run, or one checkpointed before runs recorded it
+        state.precision = plan.precision  # `espl.run.kept_precision`: the checkpoints carry it on
     policy = build_policy(plan, adapter_dir=str(run_dir.file(ADAPTER_DIR)), followers=followers,
                           run_name=adapter_prefix(run_dir), first_adapter=not resumed)
     if resumed and policy.trainer is not None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agents.devices import Precision
 from agents.engine import Adapter, Engine, Sleeper
 from agents.rollout import Episode, RolloutDriver
 from agents.trajectory import Trajectory
@@ -47,19 +48,25 @@ TRAINER_CHECKPOINT = "trainer"
 
 @dataclass
 class LoopState:
-    """Where a run stands: completed iterations, budget spent, wall time, evaluations so far."""
+    """Where a run stands: completed iterations, budget spent, wall time, evaluations so far,
+    and the precision the run started in (`espl.run.kept_precision`; None: a run without a
+    model of its own, or one checkpointed before runs recorded it)."""
 
     iteration: int = 0
     budget: Budget = field(default_factory=Budget)
     wall_s: float = 0.0
     evals: list[dict[str, Any]] = field(default_factory=list)
+    precision: Precision | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "budget": self.budget.to_dict(), "wall_s": self.wall_s, "evals": self.evals}
+        return {"iteration": self.iteration, "budget": self.budget.to_dict(), "wall_s": self.wall_s, "evals": self.evals,
+                "precision": None if self.precision is None else self.precision.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoopState:
-        return cls(int(data["iteration"]), Budget.from_dict(data["budget"]), float(data["wall_s"]), list(data["evals"]))
+        recorded = data.get("precision")
+        return cls(int(data["iteration"]), Budget.from_dict(data["budget"]), float(data["wall_s"]), list(data["evals"]),
+                   None if recorded is None else Precision.from_dict(recorded))
 
 
 @dataclass

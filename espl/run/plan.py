@@ -22,6 +22,7 @@ from espl.config import ConfigError, PolicyConfig, RunConfig
 from espl.rl.settings import KLSettings, TrainerConfig
 from espl.run.env_plan import partial_credit, plan_env
 from espl.run.fleet_plan import fleet_engine_kwargs
+from espl.run.kept_precision import keep_precision
 from espl.run.vllm_plan import reflector_vllm_kwargs, refuse_vllm_settings, vllm_engine_kwargs
 
 
@@ -71,7 +72,9 @@ class RunPlan:
     """The experiment trackers the records also go to (`report_to`, checked: known and installed)."""
 
 
-def plan_run(config: RunConfig) -> RunPlan:
+def plan_run(config: RunConfig, *, started_in: Precision | None = None) -> RunPlan:
+    """`started_in`: the precision a resumed run started in, which "auto" settings keep
+    (`espl.run.kept_precision`); None: a new run, resolved on this machine."""
     from espl.methods import get_method
 
     try:
@@ -80,7 +83,7 @@ def plan_run(config: RunConfig) -> RunPlan:
         raise ConfigError(f"method: {error}") from None
     _check_ranges(config)
     env_id, env_kwargs = plan_env(config)
-    engine, precision = _engine(config, trains=method.trains_weights)
+    engine, precision = _engine(config, trains=method.trains_weights, started_in=started_in)
     trainer = _trainer(config) if method.trains_weights else None
     policy = config.policy
     evolution = config.evolution
@@ -105,7 +108,7 @@ def plan_run(config: RunConfig) -> RunPlan:
         eval_prompt=evolution.eval_prompt,
         operators=operator_specs(config, evolution.operators),
         evolver=_evolver(config),
-        reflector=_reflector(config),
+        reflector=_reflector(config, started_in),
         reflector_sampling=reflector_sampling(config),
         reflector_structured=config.evolution.reflector.structured,
         trackers=_trackers(config),
@@ -159,16 +162,19 @@ def _check_ranges(config: RunConfig) -> None:
 # -- engine ------------------------------------------------------------------------------
 
 
-def policy_precision(config: RunConfig) -> Precision:
-    """`policy.device` and `policy.dtype` resolved on this machine (`agents.devices`): a GPU
-    that is not there is refused here, before any model loads."""
+def policy_precision(config: RunConfig, started_in: Precision | None = None) -> Precision:
+    """`policy.device` and `policy.dtype` resolved on this machine (`agents.devices`), or kept
+    from `started_in` where they are "auto" (`espl.run.kept_precision`): a GPU that is not
+    there is refused here, before any model loads."""
     try:
+        if started_in is not None:
+            return keep_precision(config.policy.device, config.policy.dtype, started_in)
         return resolve_precision(config.policy.device, config.policy.dtype)
     except DeviceError as error:
         raise ConfigError(f"policy.device: {error}") from None
 
 
-def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision | None]:
+def _engine(config: RunConfig, *, trains: bool, started_in: Precision | None) -> tuple[EngineSpec, Precision | None]:
     from agents.engines import list_engines
 
     policy = config.policy
@@ -180,7 +186,7 @@ def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision |
         raise ConfigError(f"policy.per_server_concurrency is only read by the fleet engine (policy.engine is {policy.engine!r})")
     if policy.engine == "fleet":
         spec = EngineSpec("fleet", policy.model, fleet_engine_kwargs(config, trains=trains))
-        return spec, policy_precision(config) if trains else None
+        return spec, policy_precision(config, started_in) if trains else None
     if policy.engine == "openai":
         refuse_vllm_settings(config)
         if trains:
@@ -191,7 +197,7 @@ def _engine(config: RunConfig, *, trains: bool) -> tuple[EngineSpec, Precision |
             if getattr(policy, key) != "auto":
                 raise ConfigError(f"policy.{key}: the openai engine's servers choose their own {key}")
         return EngineSpec("openai", policy.model, {"base_urls": list(policy.base_urls)}), None
-    precision = policy_precision(config)
+    precision = policy_precision(config, started_in)
     if policy.engine != "vllm":
         refuse_vllm_settings(config)
     if policy.engine == "hf":
@@ -332,7 +338,7 @@ def _evolver(config: RunConfig) -> dict[str, Any]:
     return {"children_order": tuple(evolution.children_order), "duplicate_scores": evolution.duplicate_scores}
 
 
-def _reflector(config: RunConfig) -> EngineSpec | None:
+def _reflector(config: RunConfig, started_in: Precision | None) -> EngineSpec | None:
     from agents.engines import list_engines
 
     reflector = config.evolution.reflector
@@ -347,10 +353,10 @@ def _reflector(config: RunConfig) -> EngineSpec | None:
         raise ConfigError(f"evolution.reflector.engine: unknown engine {reflector.engine!r}; known: policy, {', '.join(list_engines())}")
     if reflector.base_urls and reflector.engine != "openai":
         raise ConfigError(f"evolution.reflector.base_urls is only read by the openai engine")
-    return EngineSpec(reflector.engine, reflector.model, _reflector_engine_kwargs(config))
+    return EngineSpec(reflector.engine, reflector.model, _reflector_engine_kwargs(config, started_in))
 
 
-def _reflector_engine_kwargs(config: RunConfig) -> dict[str, Any]:
+def _reflector_engine_kwargs(config: RunConfig, started_in: Precision | None) -> dict[str, Any]:
     """A reflector engine of its own runs where the policy does: an in-process one takes the
     policy's device and dtype (and, for vLLM, its `policy.vllm` placement), so a GPU run does
     not reflect on the CPU in float32."""
@@ -359,7 +365,7 @@ def _reflector_engine_kwargs(config: RunConfig) -> dict[str, Any]:
         return {"base_urls": list(reflector.base_urls), "mode": reflector.api}
     if reflector.engine not in ("hf", "vllm"):
         return {}
-    precision = policy_precision(config)
+    precision = policy_precision(config, started_in)
     if reflector.engine == "hf":
         return {"dtype": precision.dtype, "device": precision.device}
     from espl.methods import get_method

@@ -32,19 +32,23 @@ class RunDirError(RuntimeError):
 def open_run(run_dir: RunDir) -> tuple[LoopState, bool]:
     """The loop state to continue from, and whether it is a resume (see the module doc)."""
     run_dir.create()
-    checkpoint = readable_directory(run_dir.file(CHECKPOINT))
-    loop_file = checkpoint / LOOP_STATE
-    if not loop_file.exists():
+    state = checkpoint_state(run_dir)
+    if state is None:
         _refuse_completed_records(run_dir)
         for name in (METRICS, ROLLOUTS, PROMPTS):  # what an unfinished first iteration left
             run_dir.log(name).truncate_after(-1, key="iteration" if name != PROMPTS else "step")
         return LoopState(), False
-    state = _read_state(loop_file)
     _check_metrics_reach(run_dir, state.iteration)
     for name in (METRICS, ROLLOUTS):
         run_dir.truncate_after(name, state.iteration)
     run_dir.truncate_after(PROMPTS, state.iteration, key="step")
     return state, True
+
+
+def checkpoint_state(run_dir: RunDir) -> LoopState | None:
+    """The loop state of the run's checkpoint, read without changing anything (None: no checkpoint)."""
+    loop_file = readable_directory(run_dir.file(CHECKPOINT)) / LOOP_STATE
+    return _read_state(loop_file) if loop_file.exists() else None
 
 
 def _refuse_completed_records(run_dir: RunDir) -> None:

@@ -5,7 +5,8 @@
                        test accuracy and pass@k at the evaluation interval)
     rollouts.jsonl     every trajectory, tagged with its iteration and phase (train / eval)
     prompts.jsonl      the prompt population, ratings and lineage (espl.evolution.prompt_log.PromptLog)
-    checkpoint/        trainer and loop state after the last completed iteration
+    checkpoint/        trainer and loop state after the last completed iteration (the loop
+                       state records the precision the run started in: espl.run.kept_precision)
     summary.json       model, method, env, seed, budget, hardware, wall time, git commit, scores
     extensions.jsonl   each `--resume --iterations N` that extended the run (`espl.run.extension`),
                        with summary-at-<n>.json, the summary of the run before it
