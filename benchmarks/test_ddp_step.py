@@ -2,13 +2,16 @@
 
 The two-rank side is this process as rank 0 and a spawned rank 1: each round broadcasts the
 batch (as a run's rank 0 does) and both ranks step, each on its token-balanced half of the
-micro-batches, then sum the LoRA gradients. The workload is in `benchmarks/workers/ddp_step.py`.
+micro-batches, then sum the LoRA gradients; with `rl.fsdp` the base's decoder layers are also
+sharded over the two (each rank's parameter bytes are recorded). The workload is in
+`benchmarks/workers/ddp_step.py`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 
+import pytest
 import torch
 
 from benchmarks.workers import ddp_step
@@ -22,14 +25,19 @@ def test_trainer_step_one_process(benchmark, machine_load) -> None:
     benchmark.extra_info.update(model=ddp_step.MODEL, sequences=len(batch[0]), ranks=1)
 
 
-def test_trainer_step_two_gloo_ranks(benchmark, machine_load) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
+def test_trainer_step_two_gloo_ranks(benchmark, machine_load, fsdp: bool) -> None:
+    from espl.rl.sharding import sharded_bytes
+
     threads = torch.get_num_threads()
     port = ddp_step.free_port()
-    rank1 = multiprocessing.get_context("spawn").Process(target=ddp_step.follower, args=(port,))
+    rank1 = multiprocessing.get_context("spawn").Process(target=ddp_step.follower, args=(port, fsdp))
     rank1.start()
     ranks = ddp_step.join(0, port)
     try:
-        trainer, batch = ddp_step.trainer(ranks), ddp_step.batch()
+        trainer, batch = ddp_step.trainer(ranks, fsdp), ddp_step.batch()
+        benchmark.extra_info.update({f"rank0_{kind}_parameter_bytes": size
+                                     for kind, size in sharded_bytes(trainer.model).items()})
 
         def step() -> None:
             trainer.step(*ranks.broadcast(batch))

@@ -2,12 +2,14 @@
 
 Rank 0 draws the batches and broadcasts them, as a run's rank 0 does; every rank steps a
 trainer on them, and rank 0 also steps a single-process trainer on the same batch as the
-reference. Rank 0 writes what it measured as JSON to `out`; the test asserts on it.
+reference. Rank 0 writes what it measured as JSON to `out`; the test asserts on it. With
+`fsdp` the ranks' trainers shard the base model (`rl.fsdp`); the reference never does.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -54,9 +56,11 @@ def trajectories(n: int, seed: int) -> tuple[list[Trajectory], list[tuple[str, s
 
 
 def trainer_config(loss: str, aggregation: str, schedule: str):
+    """`loss` may name a KL after a `+` (`grpo+k3`: GRPO with the K3 term to the base, adapter off)."""
     from espl.rl.settings import KLSettings, LoraSettings, TrainerConfig
 
-    kl = KLSettings(kind="topk", topk=8) if loss == "ema_pg" else KLSettings()
+    loss, _, kind = loss.partition("+")
+    kl = KLSettings(kind="topk", topk=8) if loss == "ema_pg" else KLSettings(kind=kind or "none")
     return TrainerConfig(loss=loss, loss_options={"aggregation": aggregation}, micro_batch_size=2,
                          lora=LoraSettings(rank=4, alpha=8), kl=kl, **SCHEDULES[schedule])
 
@@ -83,7 +87,8 @@ def _start_b(trainer) -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
 
 
-def run_rank(rank: int, world: int, port: int, out: str, cases: list[tuple[str, str, str]], resume: bool) -> None:
+def run_rank(rank: int, world: int, port: int, out: str, cases: list[tuple[str, str, str]], resume: bool,
+             fsdp: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -97,7 +102,9 @@ def run_rank(rank: int, world: int, port: int, out: str, cases: list[tuple[str, 
     report: dict = {"cases": {}, "ranks_identical": True}
     for loss, aggregation, schedule in cases:
         config = trainer_config(loss, aggregation, schedule)
-        trainer = LoRATrainer(copy.deepcopy(base), config, distributed=ranks)
+        trainer = LoRATrainer(copy.deepcopy(base), dataclasses.replace(config, fsdp=fsdp), distributed=ranks)
+        if fsdp:
+            report["bytes"] = _parameter_bytes(trainer, base, ranks)
         _start_b(trainer)
         stats = trainer.step(batch, keys)
         after = lora(trainer)
@@ -114,7 +121,7 @@ def run_rank(rank: int, world: int, port: int, out: str, cases: list[tuple[str, 
                 "grad_norm": [stats["grad_norm"], expected["grad_norm"]],
             }
     if resume:
-        report["resume"] = _resume(ranks, base, Path(out).parent / "checkpoint")
+        report["resume"] = _resume(ranks, base, Path(out).parent / "checkpoint", fsdp)
     if ranks.is_main:
         Path(out).write_text(json.dumps(report))
     ranks.close()
@@ -128,23 +135,51 @@ def _fresh(base, config):
     return trainer
 
 
-def _resume(ranks, base, checkpoint: Path) -> dict:
+def _parameter_bytes(trainer, base, ranks) -> dict:
+    """What the sharded trainer's rank holds against the whole base, summed over the ranks too."""
+    from espl.rl.sharding import sharded_bytes
+
+    held = sharded_bytes(trainer.model)
+    layers = sum(p.numel() * p.element_size() for p in base.model.layers.parameters())
+    return {"rank": held, "sharded_all_ranks": sum(ranks.gather(held["sharded"])), "decoder_layers": layers,
+            "base": sum(p.numel() * p.element_size() for p in base.parameters())}
+
+
+def _resume(ranks, base, checkpoint: Path, fsdp: bool = False) -> dict:
     """Two steps straight, against one step, a checkpoint (written by rank 0, loaded by every
-    rank into a new trainer) and the second step."""
+    rank into a new trainer) and the second step; and what rank 0 wrote after the first step
+    (the checkpoint's and the published adapter's tensors) against one process's first step."""
     from espl.rl.checkpoint import load_checkpoint, save_checkpoint
     from espl.rl.trainer import LoRATrainer
 
     config = trainer_config("grpo", "token_mean", "mini_batches_recomputed")
     first, second = trajectories(12, seed=1), trajectories(12, seed=2)
-    straight = LoRATrainer(copy.deepcopy(base), config, distributed=ranks)
+    straight = LoRATrainer(copy.deepcopy(base), dataclasses.replace(config, fsdp=fsdp), distributed=ranks)
     straight.step(*first)
+    written: dict = {}
     if ranks.is_main:
         save_checkpoint(straight, checkpoint)
+        written = _written_against_one_process(straight, base, config, first, checkpoint)
     ranks.broadcast("saved")  # the others read it only once it is written
     expected = straight.step(*second)
-    resumed = LoRATrainer(copy.deepcopy(base), config, distributed=ranks)
+    resumed = LoRATrainer(copy.deepcopy(base), dataclasses.replace(config, fsdp=fsdp), distributed=ranks)
     load_checkpoint(resumed, checkpoint)
     stats = resumed.step(*second)
     differences = ranks.gather(max_difference(lora(straight), lora(resumed)))
     return {"max_lora_difference": max(differences), "loss": [stats["loss"], expected["loss"]],
-            "step": [resumed.step_count, straight.step_count]}
+            "step": [resumed.step_count, straight.step_count], **written}
+
+
+def _written_against_one_process(trainer, base, config, batch, checkpoint: Path) -> dict:
+    """max |tensor written by rank 0 - one process's LoRA| over the checkpoint and a published adapter."""
+    from safetensors.torch import load_file
+
+    from espl.rl.trainer import LoRATrainer
+
+    reference = LoRATrainer(copy.deepcopy(base), config)
+    reference.step(*batch)
+    expected = lora(reference)
+    saved = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)["adapters"]["policy"]
+    published = trainer.publish(str(checkpoint.parent / "published"))
+    files = load_file(str(Path(published.path) / "adapter_model.safetensors"))  # peft's names: ours, adapter name dropped
+    return {"checkpoint_difference": max_difference(saved, expected), "published_difference": max_difference(files, expected)}

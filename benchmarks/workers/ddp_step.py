@@ -4,7 +4,8 @@ SmolLM2-135M-Instruct in fp32 (`ESPL_BENCH_QUICK=1`: the tiny random model), LoR
 every projection, E-SPL's reinforce loss, 8 prompts of 96 tokens x 4 samples of 64 tokens
 (random ids: the step's cost does not depend on their values), micro-batches of 4 so that
 each of 2 ranks gets 4 of the 8. On 2 cores both sides use both: one process 2 threads, two
-ranks 1 thread each (what `torchrun` sets).
+ranks 1 thread each (what `torchrun` sets). The sharded side (`rl.fsdp`) runs the same step
+with the base's decoder layers split over the two ranks.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def batch() -> tuple[list[Any], list[tuple[str, str]]]:
     return out, keys
 
 
-def trainer(distributed: Any = None) -> Any:
+def trainer(distributed: Any = None, fsdp: bool = False) -> Any:
     from agents import models
     from espl.rl.settings import LoraSettings, TrainerConfig
     from espl.rl.trainer import LoRATrainer
 
-    config = TrainerConfig(loss="reinforce", micro_batch_size=MICRO_BATCH, lora=LoraSettings(rank=8, alpha=16))
+    config = TrainerConfig(loss="reinforce", micro_batch_size=MICRO_BATCH, lora=LoraSettings(rank=8, alpha=16),
+                           fsdp=fsdp)
     return LoRATrainer(models.load_model(MODEL), config, distributed=distributed)
 
 
@@ -65,10 +67,10 @@ def join(rank: int, port: int) -> Any:
     return DistributedContext.from_environment()
 
 
-def follower(port: int) -> None:
+def follower(port: int, fsdp: bool = False) -> None:
     """Rank 1: build the trainer with rank 0, then step on each batch it broadcasts until None."""
     ranks = join(1, port)
-    model_trainer = trainer(ranks)
+    model_trainer = trainer(ranks, fsdp)
     while (received := ranks.broadcast()) is not None:
         model_trainer.step(*received)
     ranks.close()

@@ -166,6 +166,14 @@ def run_main(args: argparse.Namespace, followers: Followers | None = None) -> in
 
         # every cross-check, before a directory or a model exists; a resumed run keeps its precision
         plan, precision_note = plan_kept_run(config, None if args.resume is None else RunDir(args.resume))
+        if plan.trainer is not None and plan.trainer.fsdp and followers is None and not args.dry_run:
+            from espl.rl.distributed import DistributedContext
+            from espl.rl.sharding import check_sharding
+
+            try:
+                check_sharding(plan.trainer, DistributedContext())
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if args.resume is not None and args.iterations is not None:
             from espl.run.extension import plan_extension
 

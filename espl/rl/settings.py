@@ -94,6 +94,11 @@ class TrainerConfig:
     batch, the same for every micro-batch and mini-batch of it."""
     temperature: float = 1.0
     """Sampling temperature: logprobs are of the tempered distribution the tokens came from."""
+    fsdp: bool = False
+    """Under `torchrun` (2 or more ranks): shard the frozen base model over the ranks with FSDP2
+    (`espl.rl.sharding`), for a base that does not fit one GPU; the LoRA adapters stay whole on
+    every rank. The policy then samples on an engine that holds its own weights (`vllm`,
+    `fleet`), never on the sharded model (`hf`)."""
     keep_adapters: int = 3
     """Adapter folders published for engines that load them from disk (`v000123`, one per
     update) kept on disk: the newest this many; 0 keeps every one. A 7B rank-32 adapter is about

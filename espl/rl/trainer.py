@@ -20,7 +20,8 @@ Within a micro-batch, logits exist a chunk of rows at a time and are recomputed 
 Under `torchrun` every rank holds the whole batch and runs a share of each step's
 micro-batches (`espl.rl.distributed`); the normalisers are the whole mini-batch's, and the
 gradients are summed over the ranks before the optimizer step, so that step is the one a
-single process takes.
+single process takes. With `fsdp` the frozen base is sharded over the ranks as well
+(`espl.rl.sharding`), and every rank runs the same number of passes per step.
 """
 
 from __future__ import annotations
@@ -44,15 +45,18 @@ from espl.rl.lora import ANCHOR, POLICY, adapter_tensors, attach_lora, publish_a
 from espl.rl.losses import LossInputs, LossOutput, make_loss
 from espl.rl.published import PublishedAdapters
 from espl.rl.settings import TrainerConfig
+from espl.rl.sharding import check_sharding, lockstep_share, shard_base_model
 
 
 class LoRATrainer:
     def __init__(
         self, model: Any, config: TrainerConfig | None = None, *, pad_id: int = 0, seed: int = 0,
-        publish_dir: str | None = None, distributed: DistributedContext | None = None,
+        publish_dir: str | None = None, distributed: DistributedContext | None = None, device: str | None = None,
     ):
+        """`device`: where a sharded base (`fsdp`) and the adapters go (default: the model's device)."""
         self.config = config or TrainerConfig()
         _check(self.config)
+        check_sharding(self.config, distributed or DistributedContext())
         kl = self.config.kl
         options = dict(self.config.loss_options)
         if kl.kind != "none":
@@ -63,7 +67,10 @@ class LoRATrainer:
         self.model = attach_lora(model, self.config.lora, with_anchor=with_factors, seed=seed)
         self.distributed = distributed or DistributedContext()
         """The ranks this trainer shares its steps with (one process alone: rank 0 of 1)."""
-        self.distributed.attach(str(next(self.model.parameters()).device))
+        device = device or str(next(self.model.parameters()).device)
+        self.distributed.attach(device)
+        if self.config.fsdp:
+            shard_base_model(self.model, self.distributed, device)
         for adapter in (POLICY, ANCHOR) if with_factors else (POLICY,):
             self.distributed.broadcast_parameters(list(adapter_tensors(self.model, adapter).values()))
         self.anchor = make_anchor(self.model, kl.anchor) if kl.kind == "topk" else None
@@ -71,7 +78,7 @@ class LoRATrainer:
             # Non-reentrant: LoRA weights inside a checkpointed layer get their gradients without
             # the inputs requiring grad (transformers still hooks the embeddings to require it).
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.device = next(self.model.parameters()).device
+        self.device = torch.device(device)
         self.pad_id = pad_id
         self.seed = seed
         self.parameters = list(adapter_tensors(self.model, POLICY).values())
@@ -157,13 +164,18 @@ class LoRATrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        # Checkpointed layers drop the prefix's key/value cache: each row then runs its own prompt.
-        share_prefix = self.config.share_prefix and not self.config.gradient_checkpointing
+        # Checkpointed layers drop the prefix's key/value cache, and a sharded layer is gathered
+        # again in backward only for its output's gradient, not its cache's: each row then runs
+        # its own prompt.
+        share_prefix = self.config.share_prefix and not (self.config.gradient_checkpointing or self.config.fsdp)
         plans = batching.plan_micro_batches(chosen, self.config.micro_batch_size, share_prefix=share_prefix)
-        for plan in self._own_share(plans, chosen):
+        for plan, counts in self._own_share(plans, chosen):
             batch = batching.build_micro_batch(chosen, advantages, plan, pad_id=self.pad_id, device=self.device,
                                                old_logprobs=old)
             output = self._micro_loss(batch)
+            if not counts:  # a repeat that keeps the sharded passes in step: its gradient is zero
+                (output.loss * 0.0).backward()
+                continue
             weight = updates.micro_weight(self.loss.aggregation, batch.mask, totals)
             (output.loss * weight).backward()
             token_share = float(batch.mask.sum()) / max(totals["tokens"], 1)
@@ -181,12 +193,18 @@ class LoRATrainer:
             self.anchor.update(self.config.kl.ema_eta)  # type: ignore[union-attr]
         return sums, float(grad_norm), int(moved)
 
-    def _own_share(self, plans: list[batching.MicroBatchPlan], chosen: list[Trajectory]) -> list[batching.MicroBatchPlan]:
-        """The micro-batches this rank runs: all of them in one process, else its token-balanced share."""
+    def _own_share(self, plans: list[batching.MicroBatchPlan],
+                   chosen: list[Trajectory]) -> list[tuple[batching.MicroBatchPlan, bool]]:
+        """The micro-batches this rank runs, each with whether it counts: all of them in one
+        process, else its token-balanced share; with a sharded base, padded so that every
+        rank runs as many passes (`espl.rl.sharding.lockstep_share`)."""
         ranks = self.distributed
         if not ranks.enabled:
-            return plans
-        return [plans[i] for i in share([plan.cost(chosen) for plan in plans], ranks.world_size, ranks.rank)]
+            return [(plan, True) for plan in plans]
+        costs = [plan.cost(chosen) for plan in plans]
+        if self.config.fsdp:
+            return lockstep_share(plans, costs, ranks.world_size, ranks.rank)
+        return [(plans[i], True) for i in share(costs, ranks.world_size, ranks.rank)]
 
     def _anchor_due(self, unit: str, count: int) -> bool:
         """Whether the EMA anchor moves now: P counts `unit`s, and `count` of them are done."""
@@ -202,11 +220,13 @@ class LoRATrainer:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
         plans = batching.plan_micro_batches(chosen, self.config.micro_batch_size, share_prefix=self.config.share_prefix)
         computed: dict[int, list[float]] = {}
-        for plan in self._own_share(plans, chosen):
+        for plan, counts in self._own_share(plans, chosen):
             batch = batching.build_micro_batch(chosen, [0.0] * len(chosen), plan, pad_id=self.pad_id,
                                                device=self.device)
             with autocast:
                 hidden = batching.masked_hidden(self.model, batch)
+            if not counts:  # a repeat that keeps the sharded passes in step
+                continue
             values = logits.token_logprobs(self.model, hidden, batch.targets[batch.mask],
                                              temperature=self.config.temperature).tolist()
             start = 0

@@ -141,18 +141,22 @@ def build_trainer(
     failure before then never leaves them waiting in a collective) and the other ranks their
     `distributed` context; each rank trains on its own GPU."""
     from agents import models
+    from espl.rl.distributed import DistributedContext
+    from espl.rl.sharding import check_sharding
     from espl.rl.trainer import LoRATrainer
 
     assert plan.precision is not None, "the plan refuses training on an engine that places itself remotely"
     spec = plan.engine
     distributed = followers.ranks if followers is not None else distributed
+    check_sharding(plan.trainer, distributed or DistributedContext())  # before a model is loaded
     device = plan.precision.device if distributed is None else distributed.local_device(plan.precision.device)
     tokenizer = models.load_tokenizer(spec.model)
-    model = models.load_model(spec.model, dtype=plan.precision.dtype, device=device)
+    # A base sharded by FSDP is loaded in host memory; each rank moves only its slice to `device`.
+    model = models.load_model(spec.model, dtype=plan.precision.dtype, device="cpu" if plan.trainer.fsdp else device)
     if followers is not None:
         followers.start(plan)
     trainer = LoRATrainer(model, plan.trainer, pad_id=tokenizer.pad_token_id or 0, seed=plan.seed,
-                          publish_dir=adapter_dir, distributed=distributed)
+                          publish_dir=adapter_dir, distributed=distributed, device=device if plan.trainer.fsdp else None)
     return trainer, tokenizer
 
 

@@ -240,6 +240,7 @@ def _trainer(config: RunConfig) -> TrainerConfig:
     if rl.temperature != TrainerConfig.temperature:
         raise ConfigError("rl.temperature is the sampling temperature the logprobs come from: set policy.temperature")
     _check_kl(rl.kl)
+    _check_fsdp(config)
     if rl.keep_adapters < 0:
         raise ConfigError(f"rl.keep_adapters must be at least 0 (0 keeps every one), got {rl.keep_adapters}")
     for key in ("mini_batches", "epochs"):
@@ -269,6 +270,19 @@ def _trainer(config: RunConfig) -> TrainerConfig:
         raise ConfigError(f"rl.norm_tokens is only read by the seq_mean_token_sum_norm aggregation (loss {rl.loss!r} "
                           f"aggregates {loss.aggregation})")
     return replace(rl, temperature=config.policy.temperature, norm_tokens=norm_tokens)
+
+
+def _check_fsdp(config: RunConfig) -> None:
+    """A sharded base (`rl.fsdp`) holds a slice of the model on each rank: nothing in process may
+    generate with it, nor load the whole model next to it."""
+    if not config.rl.fsdp:
+        return
+    if config.policy.engine == "hf":
+        raise ConfigError("rl.fsdp: the hf engine samples from the trainer's model, which rl.fsdp shards over the ranks; "
+                          "sample on an engine with its own weights (policy.engine = vllm or fleet)")
+    if config.evolution.reflector.engine == "hf":
+        raise ConfigError("rl.fsdp: an hf reflector loads the whole model on rank 0, which rl.fsdp exists to avoid; "
+                          "use evolution.reflector.engine = policy, vllm or openai")
 
 
 def _check_kl(kl: KLSettings) -> None:
