@@ -84,7 +84,7 @@ def test_the_decoder_reads_the_principle_pattern_as_python_does() -> None:
 @pytest.mark.parametrize(
     ("rules", "min_edits", "max_edits"),
     # CRITIQUE's list is decoded in `make test` by the reason-first test below.
-    [pytest.param(CRITIQUE, 0, None, marks=pytest.mark.extended), (PLAN, 1, 2)],
+    [pytest.param(CRITIQUE, 0, None, marks=pytest.mark.extended), pytest.param(PLAN, 1, 2, marks=pytest.mark.slow)],
 )
 def test_every_constrained_reply_parses_in_full(
     engine: HFEngine, rules: EditRules, min_edits: int, max_edits: int | None
@@ -102,6 +102,7 @@ def test_every_constrained_reply_parses_in_full(
             assert edit.op in rules.allowed_ops and pattern.fullmatch(edit.principle or ""), edit
 
 
+@pytest.mark.slow
 def test_reason_first_reply_is_text_then_a_fenced_list(engine: HFEngine) -> None:
     constraint = edit_list_constraint(CRITIQUE, reason_first=True)
     params = SamplingParams(temperature=1.0, max_tokens=1200, n=2, seed=6, constraint=constraint)

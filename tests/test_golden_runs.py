@@ -26,8 +26,8 @@ def _tier(env: str, method: str) -> object:
     out here are replayed in the extended tier."""
     if env == "hotpotqa":
         return pytest.mark.slow if method == "espl" else pytest.mark.extended
-    if env == "coin" and method in ("evolution", "gepa"):
-        return pytest.mark.extended
+    if env == "coin" and method != "base":  # the training scenarios: the slow tier
+        return pytest.mark.extended if method in ("evolution", "gepa") else pytest.mark.slow
     return ()
 
 
@@ -48,6 +48,7 @@ def test_a_fixed_seed_run_matches_its_record(env: str, method: str, tmp_path: Pa
     assert not found, f"{len(found)} difference(s) from the record:\n" + "\n".join(found[:20])
 
 
+@pytest.mark.slow  # beside the coin records it reuses
 def test_two_runs_with_one_seed_write_identical_metrics(tmp_path: Path) -> None:
     """Same seed, same machine: bit-identical records, training steps included (the LoRA A
     factors are drawn from the run's seed, not from whatever torch's global RNG holds)."""

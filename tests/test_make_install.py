@@ -62,11 +62,12 @@ def test_a_machine_without_a_gpu_installs_the_cpu_builds(tmp_path: Path) -> None
     assert "vllm-cuda" not in text and "torch.cuda" not in text
 
 
-def test_make_test_adds_the_gpu_tier_only_where_a_gpu_is_listed(tmp_path: Path) -> None:
+def test_make_test_runs_the_quick_then_the_slow_tier_and_the_gpu_tier_only_where_a_gpu_is_listed(tmp_path: Path) -> None:
     gpu = [line for line in planned(tmp_path / "gpu", "test", gpu=True) if " -m pytest" in line]
     cpu = [line for line in planned(tmp_path / "cpu", "test", gpu=False) if " -m pytest" in line]
-    assert [line.split(" -m pytest", 1)[1] for line in gpu] == [" -q", " -q -m gpu"]
-    assert [line.split(" -m pytest", 1)[1] for line in cpu] == [" -q"]
+    tiers = [" -q", ' -q -m "slow and not extended and not gpu"']
+    assert [line.split(" -m pytest", 1)[1] for line in gpu] == [*tiers, " -q -m gpu"]
+    assert [line.split(" -m pytest", 1)[1] for line in cpu] == tiers
 
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "cuda"])

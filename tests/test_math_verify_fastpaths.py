@@ -82,6 +82,7 @@ JUDGED = [
 ]
 
 
+@pytest.mark.slow
 def test_mvpatch_changes_no_parse_and_no_verdict():
     worker.init_worker(None)
     mvpatch.uninstall()

@@ -38,6 +38,7 @@ def _check_cases(report: dict, cases: list[tuple[str, str, str]]) -> None:
         assert case["grad_norm"][0] == pytest.approx(case["grad_norm"][1], rel=1e-5), name
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_take_the_single_process_step(tmp_path: Path) -> None:
     cases = [("grpo", "seq_mean_token_mean", "mini_batches_recomputed")]  # 4 optimizer steps, shared recompute
     _check_cases(_spawn(tmp_path, cases), cases)
