@@ -9,6 +9,17 @@ import pytest
 
 from benchmarks.workers.runtime import QUICK, load_average
 
+BENCHMARK_SELECTION = "not extended and not gpu"
+"""Benchmarks take minutes by nature (most are marked `slow`): the default selection's `not
+slow` keeps the quick test loop quick, and does not apply here."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Select the benchmarks a bare `pytest benchmarks/...` names, slow ones included, unless the
+    command line chose its own `-m`."""
+    if not any(arg.startswith("-m") for arg in config.invocation_params.args):
+        config.option.markexpr = BENCHMARK_SELECTION
+
 
 @pytest.fixture
 def machine_load(benchmark: Any) -> Iterator[None]:
