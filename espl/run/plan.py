@@ -108,7 +108,7 @@ def plan_run(config: RunConfig, *, started_in: Precision | None = None) -> RunPl
         eval_prompt=evolution.eval_prompt,
         operators=operator_specs(config, evolution.operators),
         evolver=_evolver(config),
-        reflector=_reflector(config, started_in),
+        reflector=_reflector(config, started_in, trains=method.trains_weights),
         reflector_sampling=reflector_sampling(config),
         reflector_structured=config.evolution.reflector.structured,
         trackers=_trackers(config),
@@ -352,7 +352,7 @@ def _evolver(config: RunConfig) -> dict[str, Any]:
     return {"children_order": tuple(evolution.children_order), "duplicate_scores": evolution.duplicate_scores}
 
 
-def _reflector(config: RunConfig, started_in: Precision | None) -> EngineSpec | None:
+def _reflector(config: RunConfig, started_in: Precision | None, *, trains: bool) -> EngineSpec | None:
     from agents.engines import list_engines
 
     reflector = config.evolution.reflector
@@ -367,10 +367,10 @@ def _reflector(config: RunConfig, started_in: Precision | None) -> EngineSpec | 
         raise ConfigError(f"evolution.reflector.engine: unknown engine {reflector.engine!r}; known: policy, {', '.join(list_engines())}")
     if reflector.base_urls and reflector.engine != "openai":
         raise ConfigError(f"evolution.reflector.base_urls is only read by the openai engine")
-    return EngineSpec(reflector.engine, reflector.model, _reflector_engine_kwargs(config, started_in))
+    return EngineSpec(reflector.engine, reflector.model, _reflector_engine_kwargs(config, started_in, trains=trains))
 
 
-def _reflector_engine_kwargs(config: RunConfig, started_in: Precision | None) -> dict[str, Any]:
+def _reflector_engine_kwargs(config: RunConfig, started_in: Precision | None, *, trains: bool) -> dict[str, Any]:
     """A reflector engine of its own runs where the policy does: an in-process one takes the
     policy's device and dtype (and, for vLLM, its `policy.vllm` placement), so a GPU run does
     not reflect on the CPU in float32."""
@@ -382,9 +382,6 @@ def _reflector_engine_kwargs(config: RunConfig, started_in: Precision | None) ->
     precision = policy_precision(config, started_in)
     if reflector.engine == "hf":
         return {"dtype": precision.dtype, "device": precision.device}
-    from espl.methods import get_method
-
-    trains = get_method(config.method).trains_weights
     return {"dtype": precision.dtype, "seed": config.seed, **reflector_vllm_kwargs(config, trains=trains)}
 
 
